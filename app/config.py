@@ -1,0 +1,50 @@
+"""API process settings (environment variables `DIFFUSION_*`, see the README)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+
+from contract.settings import CommonSettings
+
+
+class ApiSettings(CommonSettings):
+    """Everything the API reads from the environment, with units in the names."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    public_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    url_signing_secret: SecretStr | None = None
+    image_url_ttl_seconds: int = Field(default=3600, ge=1)
+    served_models: list[str] = Field(default_factory=list)
+
+    max_prompt_chars: int = Field(default=2000, ge=1)
+    min_image_side: int = Field(default=64, ge=8)
+    max_image_side: int = Field(default=2048, ge=8)
+    max_image_pixels: int = Field(default=1536 * 1536, ge=64)
+    max_inference_steps: int = Field(default=100, ge=1)
+    max_images_per_request: int = Field(default=8, ge=1)
+    max_guidance_scale: float = Field(default=30.0, ge=0)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_queue_depth: int = Field(default=1000, ge=1)
+    queue_full_retry_after_seconds: int = Field(default=10, ge=1)
+
+    # Used when no worker has published its model's own defaults yet.
+    default_image_side: int = Field(default=512, ge=8)
+    default_inference_steps: int = Field(default=25, ge=1)
+    default_guidance_scale: float = Field(default=7.5, ge=0)
+
+    job_retries: int = Field(default=2, ge=0, le=10)
+    redis_timeout_seconds: float = Field(default=3.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> ApiSettings:
+        if self.min_image_side > self.max_image_side:
+            raise ValueError("min_image_side must not exceed max_image_side")
+        if self.min_image_side % 8 or self.max_image_side % 8:
+            raise ValueError("image side bounds must be multiples of 8")
+        return self
+
+    @property
+    def models(self) -> list[str]:
+        """Model names a request may ask for; the default model is always one."""
+        return [self.default_model, *[m for m in self.served_models if m != self.default_model]]

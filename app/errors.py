@@ -1,0 +1,157 @@
+"""The one error envelope, its closed set of types, and the one place exceptions become responses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ErrorType(StrEnum):
+    """Every `error.type` a client can see."""
+
+    INVALID_REQUEST = "invalid_request"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    FORBIDDEN = "forbidden"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    QUEUE_FULL = "queue_full"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+class ErrorBody(BaseModel):
+    """What went wrong, and which request field (`param`) when one did."""
+
+    type: ErrorType
+    message: str
+    param: str | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    """Every non-2xx response body."""
+
+    error: ErrorBody
+
+
+class ApiError(Exception):
+    """An error with a status, type and message meant for the client."""
+
+    status = 500
+    type = ErrorType.INTERNAL_ERROR
+
+    def __init__(self, message: str, param: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers
+
+
+class InvalidRequest(ApiError):
+    """A field is missing, malformed or over a configured limit."""
+
+    status, type = 422, ErrorType.INVALID_REQUEST
+
+
+class NotFound(ApiError):
+    """No such job or image (or past retention)."""
+
+    status, type = 404, ErrorType.NOT_FOUND
+
+
+class Forbidden(ApiError):
+    """An image URL whose signature is missing, wrong or expired."""
+
+    status, type = 403, ErrorType.FORBIDDEN
+
+
+class PayloadTooLarge(ApiError):
+    """The request body is over `max_body_bytes`."""
+
+    status, type = 413, ErrorType.PAYLOAD_TOO_LARGE
+
+
+class QueueFull(ApiError):
+    """The model's queue is at `max_queue_depth`; retry after `Retry-After` seconds."""
+
+    status, type = 429, ErrorType.QUEUE_FULL
+
+
+class ServiceUnavailable(ApiError):
+    """A dependency (Redis) cannot be reached; nothing was written."""
+
+    status, type = 503, ErrorType.SERVICE_UNAVAILABLE
+
+
+def error_response(status: int, type_: ErrorType, message: str, param: str | None = None,
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """Render the envelope."""
+    body = ErrorEnvelope(error=ErrorBody(type=type_, message=message, param=param))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for the errors a route can return."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for err in errors:
+        out[err.status] = {"model": ErrorEnvelope, "description": (err.__doc__ or "").strip()}
+    return out
+
+
+def _param_of(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.type, exc.message, exc.param, exc.headers)
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    param = _param_of(tuple(first["loc"]))
+    messages = [f"{_param_of(tuple(e['loc'])) or 'body'}: {e['msg']}" for e in errors]
+    return error_response(422, ErrorType.INVALID_REQUEST, "; ".join(messages), param)
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kinds = {404: ErrorType.NOT_FOUND, 405: ErrorType.METHOD_NOT_ALLOWED, 413: ErrorType.PAYLOAD_TOO_LARGE}
+    type_ = kinds.get(exc.status_code, ErrorType.INVALID_REQUEST)
+    return error_response(exc.status_code, type_, str(exc.detail), None, exc.headers)
+
+
+async def _on_redis(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("redis unreachable: %s", exc)
+    return error_response(503, ErrorType.SERVICE_UNAVAILABLE,
+                          "the job queue (Redis) is unreachable; nothing was queued, retry shortly",
+                          headers={"Retry-After": "5"})
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error")
+    return error_response(500, ErrorType.INTERNAL_ERROR, "internal error; it has been logged")
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers: every error leaves as the envelope, never as a traceback."""
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(RedisConnectionError, _on_redis)
+    app.add_exception_handler(RedisTimeoutError, _on_redis)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,92 @@
+"""Request and response bodies of the public API (pydantic v2, unknown fields refused)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contract.jobs import SEED_MODULUS, JobErrorType, JobStatus
+
+
+class GenerationCreate(BaseModel):
+    """Body of `POST /v1/generations`. Omitted fields take the model's defaults; limits are configured."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    prompt: str = Field(min_length=1, description="What to draw.")
+    negative_prompt: str | None = Field(default=None, description="What to steer away from.")
+    width: int | None = Field(default=None, description="Pixels, a multiple of 8; default: the model's native size.")
+    height: int | None = Field(default=None, description="Pixels, a multiple of 8; default: the model's native size.")
+    num_inference_steps: int | None = Field(default=None, ge=1, description="Denoising steps.")
+    guidance_scale: float | None = Field(default=None, ge=0,
+                                         description="Classifier-free guidance; 1 or less disables it.")
+    seed: int | None = Field(default=None, ge=0, lt=SEED_MODULUS,
+                             description="Seed of image 0; image k uses seed+k. Picked and returned when absent.")
+    num_images: int = Field(default=1, ge=1, description="Images in this request.")
+    model: str | None = Field(default=None, description="Model name; default: the configured default model.")
+
+
+class ResolvedParams(BaseModel):
+    """The parameters the job runs with, every default filled in."""
+
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int
+    num_images: int
+
+
+class ProgressView(BaseModel):
+    """Denoising progress of a running job."""
+
+    step: int
+    total_steps: int
+
+
+class ImageView(BaseModel):
+    """One output image; `url` is signed and expires at `url_expires_at`."""
+
+    url: str
+    url_expires_at: datetime
+    width: int
+    height: int
+    seed: int
+    content_type: str
+
+
+class ErrorView(BaseModel):
+    """Why the job failed."""
+
+    type: JobErrorType
+    message: str
+
+
+class JobView(BaseModel):
+    """A generation job as clients see it."""
+
+    id: str
+    object: str = "generation"
+    status: JobStatus
+    model: str
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    queue_position: int | None = Field(default=None, description="Jobs ahead of this one, while queued.")
+    progress: ProgressView | None = Field(default=None, description="While running.")
+    params: ResolvedParams
+    images: list[ImageView] = Field(default_factory=list)
+    error: ErrorView | None = None
+
+
+def timestamp(seconds: float) -> datetime:
+    """Epoch seconds as an aware UTC datetime (serialised as ISO 8601)."""
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def maybe_timestamp(seconds: float | None) -> datetime | None:
+    """`timestamp` for optional times."""
+    return None if seconds is None else timestamp(seconds)

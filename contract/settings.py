@@ -1,0 +1,45 @@
+"""Settings shared by the API and the workers; each process extends `CommonSettings` with its own."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "DIFFUSION_"
+
+S = TypeVar("S", bound="CommonSettings")
+
+
+class CommonSettings(BaseSettings):
+    """Read from `DIFFUSION_*` environment variables (and `REDIS_URL`)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "DIFFUSION_REDIS_URL"),
+    )
+    key_prefix: str = Field(default="diffusion", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    default_model: str = Field(default="tiny-sd", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    storage_dir: Path = Path("var/images")
+    job_retention_seconds: int = Field(default=24 * 3600, ge=60)
+    job_timeout_seconds: int = Field(default=600, ge=1)
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    """Build settings from the environment, or stop the process with a message naming each bad variable."""
+    try:
+        return cls(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [f"invalid configuration for {cls.__name__}:"]
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {ENV_PREFIX}{field.upper()}: {err['msg']} (got {err.get('input')!r})")
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,152 @@
+"""The API's input checks and error envelope, against a real Redis (in-process ASGI client)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+
+from app.config import ApiSettings
+from app.main import create_app
+from tests.helpers import RedisServer
+
+VALID = {"prompt": "a red circle on a blue background"}
+
+
+def make_client(redis_url: str, prefix: str, tmp_path: Path, **overrides: Any) -> TestClient:
+    settings = ApiSettings(redis_url=redis_url, key_prefix=prefix, storage_dir=tmp_path,
+                           url_signing_secret="s", **overrides)
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(redis_server: RedisServer, prefix: str, tmp_path: Path) -> Iterator[TestClient]:
+    with make_client(redis_server.url, prefix, tmp_path, max_queue_depth=3) as client:
+        yield client
+
+
+def job_keys(redis: Redis, prefix: str) -> list[bytes]:
+    return list(redis.scan_iter(f"{prefix}:job:*"))
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("prompt", ""),
+    ("prompt", "x" * 2001),
+    ("prompt", 12),
+    ("negative_prompt", "x" * 2001),
+    ("width", 100),
+    ("width", 56),
+    ("width", 4096),
+    ("height", 70),
+    ("height", "big"),
+    ("num_inference_steps", 0),
+    ("num_inference_steps", 101),
+    ("guidance_scale", -1),
+    ("guidance_scale", 31),
+    ("seed", -1),
+    ("seed", 2**32),
+    ("num_images", 0),
+    ("num_images", 9),
+    ("model", "no-such-model"),
+    ("unknown_field", 1),
+])
+def test_bad_field_gives_422_naming_it(client: TestClient, redis: Redis, prefix: str, field: str,
+                                       value: object) -> None:
+    response = client.post("/v1/generations", json={**VALID, field: value})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request"
+    assert error["param"] == field
+    assert "Traceback" not in response.text
+    assert job_keys(redis, prefix) == [], "nothing may be written for a refused request"
+
+
+def test_pixel_cap_names_width(client: TestClient) -> None:
+    response = client.post("/v1/generations", json={**VALID, "width": 2048, "height": 2048})
+    assert response.status_code == 422
+    assert response.json()["error"]["param"] == "width"
+    assert "pixels" in response.json()["error"]["message"]
+
+
+def test_missing_prompt_and_malformed_json(client: TestClient) -> None:
+    missing = client.post("/v1/generations", json={"width": 64})
+    assert missing.status_code == 422 and missing.json()["error"]["param"] == "prompt"
+    broken = client.post("/v1/generations", content=b"{not json", headers={"content-type": "application/json"})
+    assert broken.status_code == 422 and broken.json()["error"]["type"] == "invalid_request"
+
+
+def test_body_over_limit_gives_413(client: TestClient, redis: Redis, prefix: str) -> None:
+    big = {"prompt": "x" * 70_000}
+    response = client.post("/v1/generations", json=big)
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "payload_too_large"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must hold for chunked bodies too
+        yield b'{"prompt": "'
+        for _ in range(80):
+            yield b"x" * 1000
+        yield b'"}'
+
+    chunked = client.post("/v1/generations", content=chunks(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+    assert job_keys(redis, prefix) == []
+
+
+def test_accepted_job_is_recorded_and_queued(client: TestClient, redis: Redis, prefix: str) -> None:
+    response = client.post("/v1/generations", json={**VALID, "seed": 5, "num_images": 2})
+    assert response.status_code == 202
+    job = response.json()
+    assert job["status"] == "queued" and job["queue_position"] == 0
+    assert job["params"]["seed"] == 5 and job["params"]["num_inference_steps"] == 25
+    assert client.get(response.headers["location"]).json()["id"] == job["id"]
+    assert redis.llen(f"rq:queue:{prefix}.generate.tiny-sd") == 1
+
+
+def test_queue_full_gives_429_with_retry_after(client: TestClient) -> None:
+    for _ in range(3):
+        assert client.post("/v1/generations", json=VALID).status_code == 202
+    response = client.post("/v1/generations", json=VALID)
+    assert response.status_code == 429
+    assert response.json()["error"]["type"] == "queue_full"
+    assert int(response.headers["retry-after"]) > 0
+
+
+def test_unknown_job_and_route_give_404_envelopes(client: TestClient) -> None:
+    for path in ("/v1/generations/" + "0" * 32, "/v1/generations/not-an-id", "/v1/nothing"):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert response.json()["error"]["type"] == "not_found"
+    assert client.delete("/v1/generations").status_code == 405
+
+
+def test_redis_down_gives_503_then_recovers(tmp_path: Path, prefix: str) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        with make_client(server.url, prefix, tmp_path, redis_timeout_seconds=0.5) as client:
+            assert client.post("/v1/generations", json=VALID).status_code == 202
+            server.stop()
+            down = client.post("/v1/generations", json=VALID)
+            assert down.status_code == 503, down.text
+            assert down.json()["error"]["type"] == "service_unavailable"
+            assert "Redis" in down.json()["error"]["message"]
+            assert client.get("/readyz").status_code == 503
+            assert client.get("/healthz").status_code == 200
+            server.start()
+            again = client.post("/v1/generations", json=VALID)
+            assert again.status_code == 202, again.text
+            assert client.get(again.headers["location"]).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_openapi_documents_every_error_status(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    create = spec["paths"]["/v1/generations"]["post"]["responses"]
+    assert {"202", "413", "422", "429", "503"} <= set(create)
+    assert {"200", "404"} <= set(spec["paths"]["/v1/generations/{job_id}"]["get"]["responses"])
+    assert {"200", "403", "404"} <= set(spec["paths"]["/v1/images/{job_id}/{name}"]["get"]["responses"])
+    assert client.get("/docs").status_code == 200

@@ -1,0 +1,104 @@
+"""Session fixtures: a private redis-server, tiny pipelines built from configs, real API and worker processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from redis import Redis
+
+from tests.helpers import RedisServer, Service, start_api, start_worker, wait_ready
+
+SECRET = "test-signing-secret"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session; tests isolate themselves with their own key prefix."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Redis:
+    """A client of the session's redis-server."""
+    return Redis.from_url(redis_server.url)
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of this test alone, so no two tests share queues or records."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Stable-Diffusion-layout pipeline (UNet, 64 px) saved in the diffusers layout."""
+    from worker.tiny import build_sd
+
+    return build_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Stable-Diffusion-3-layout pipeline (MMDiT transformer, flow matching, 64 px)."""
+    from worker.tiny import build_sd3
+
+    return build_sd3(tmp_path_factory.mktemp("models") / "tiny-sd3")
+
+
+@dataclass
+class Stack:
+    """A running API plus workers sharing one Redis key prefix and one storage directory."""
+
+    api: Service
+    workers: dict[str, Service]
+    redis: Redis
+    prefix: str
+    env: dict[str, str]
+
+    @property
+    def base(self) -> str:
+        """Base URL of the API."""
+        return f"http://127.0.0.1:{self.api.port}"
+
+    def client(self) -> httpx.Client:
+        """HTTP client against the API."""
+        return httpx.Client(base_url=self.base, timeout=10)
+
+
+def stack_env(redis_url: str, prefix: str, storage: Path, **extra: str) -> dict[str, str]:
+    """Environment shared by the API and the workers of one stack."""
+    return {"REDIS_URL": redis_url, "DIFFUSION_KEY_PREFIX": prefix, "DIFFUSION_STORAGE_DIR": str(storage),
+            "DIFFUSION_URL_SIGNING_SECRET": SECRET, "DIFFUSION_DEFAULT_MODEL": "tiny-sd",
+            "DIFFUSION_SERVED_MODELS": '["tiny-sd","tiny-sd3"]', **extra}
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: RedisServer, tiny_sd: Path, tiny_sd3: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """API + one worker per tiny model (UNet and transformer), started once per test module."""
+    tmp = tmp_path_factory.mktemp("stack")
+    prefix = f"m{uuid.uuid4().hex[:10]}"
+    env = stack_env(redis_server.url, prefix, tmp / "images")
+    redis = Redis.from_url(redis_server.url)
+    api = start_api(env, tmp / "api.log")
+    workers = {
+        "tiny-sd": start_worker(tiny_sd, {**env, "DIFFUSION_WORKER_ID": f"{prefix}-sd"}, tmp / "w-sd.log"),
+        "tiny-sd3": start_worker(tiny_sd3, {**env, "DIFFUSION_WORKER_ID": f"{prefix}-sd3"}, tmp / "w-sd3.log",
+                                 name="tiny-sd3"),
+    }
+    try:
+        for model, worker in workers.items():
+            suffix = "sd" if model == "tiny-sd" else "sd3"
+            wait_ready(worker, redis, f"{prefix}.generate.{model}", f"{prefix}-{suffix}")
+        yield Stack(api, workers, redis, prefix, env)
+    finally:
+        for worker in workers.values():
+            worker.stop()
+        api.stop()

@@ -1,0 +1,64 @@
+"""Worker process settings (environment variables `DIFFUSION_*`, see the README)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from contract.settings import CommonSettings
+
+DEFAULT_MODEL_SOURCE = "var/models/tiny-sd"
+
+
+class WorkerSettings(CommonSettings):
+    """Everything a worker reads from the environment, with units in the names."""
+
+    model_source: str = Field(default=DEFAULT_MODEL_SOURCE, description="Local diffusers folder or hub id.")
+    model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                                   description="Queue/model name; default: DIFFUSION_DEFAULT_MODEL.")
+    allow_download: bool = False
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    warmup_sizes: list[str] = Field(default_factory=list, description="WxH sizes to warm (compile buckets).")
+    warmup_steps: int = Field(default=2, ge=1)
+    cpu_threads: int = Field(default=0, ge=0, description="torch intra-op threads on CPU; 0 = torch's default.")
+    batch_images: bool = Field(default=True, description="Denoise the images of one request as one batch.")
+    png_compress_level: int = Field(default=4, ge=0, le=9)
+
+    default_steps: int = Field(default=25, ge=1)
+    default_guidance_scale: float = Field(default=7.5, ge=0)
+
+    metrics_port: int = Field(default=9101, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    # A job's started-registry entry lives this long after the last step; a killed worker's job
+    # is then re-queued by any idle worker's maintenance within `maintenance_interval_seconds`.
+    heartbeat_ttl_seconds: int = Field(default=60, ge=2)
+    maintenance_interval_seconds: int = Field(default=30, ge=1)
+    worker_ttl_seconds: int = Field(default=60, ge=16)
+
+    @field_validator("warmup_sizes")
+    @classmethod
+    def _sizes(cls, sizes: list[str]) -> list[str]:
+        for size in sizes:
+            w, _, h = size.partition("x")
+            if not (w.isdigit() and h.isdigit() and int(w) % 8 == 0 and int(h) % 8 == 0):
+                raise ValueError(f"warmup size {size!r} is not WxH in multiples of 8")
+        return sizes
+
+    @property
+    def name(self) -> str:
+        """The model name this worker serves (and so its queue)."""
+        return self.model_name or self.default_model
+
+    @property
+    def local_model(self) -> Path | None:
+        """The model folder when `model_source` is a local path."""
+        path = Path(self.model_source)
+        return path if path.exists() else None

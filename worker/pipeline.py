@@ -1,0 +1,228 @@
+"""The warm pipeline: loaded once, placed on the device, optionally compiled, warmed, then run per job.
+
+Per job it builds a fresh scheduler and a fresh pipeline object around the shared (read-only)
+components, and one seeded CPU generator per image, so no mutable state crosses jobs and image k
+of any request is reproducible alone from its seed on any device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+from contract.jobs import GenerationParams
+from worker.config import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+StepHook = Callable[[int, int, float], bool]  # (steps done, total steps, step seconds) -> keep going?
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be loaded; the message says what to do."""
+
+
+class BadOutput(RuntimeError):
+    """The pipeline produced non-finite pixels (fp16 overflow): a black image is never stored."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how the pipeline runs."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+
+def pick_runtime(settings: WorkerSettings) -> Runtime:
+    """CUDA with fp16 when available (bf16 selectable), else CPU with fp32."""
+    name = settings.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if settings.dtype != "auto":
+        dtype = getattr(torch, settings.dtype)
+    else:
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    if device.type == "cpu" and settings.cpu_threads:
+        torch.set_num_threads(settings.cpu_threads)
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ModelLoadError("float16 is not supported on CPU; use float32 or bfloat16")
+    return Runtime(device, dtype)
+
+
+def _absent_components(source: str, local_files_only: bool) -> dict[str, None]:
+    """Components saved as `[null, null]` in model_index.json, passed as None so optional encoders stay out."""
+    path = Path(source) / "model_index.json"
+    if not path.is_file():
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(source, "model_index.json", local_files_only=local_files_only))
+    index = json.loads(path.read_text())
+    return {name: None for name, value in index.items()
+            if isinstance(value, list) and len(value) == 2 and value[0] is None and value[1] is None}
+
+
+def load(settings: WorkerSettings, runtime: Runtime) -> DiffusionPipeline:
+    """Load the configured model from disk (or the hub cache) through diffusers' own loaders."""
+    source = settings.model_source
+    local_only = settings.local_model is not None or not settings.allow_download
+    try:
+        kwargs: dict[str, Any] = {"dtype": runtime.dtype, "local_files_only": local_only,
+                                  **_absent_components(source, local_only)}
+        try:
+            pipe = AutoPipelineForText2Image.from_pretrained(source, **kwargs)
+        except ValueError:
+            pipe = DiffusionPipeline.from_pretrained(source, **kwargs)  # a class AutoPipeline does not map
+    except (OSError, ValueError) as exc:
+        hint = ("" if settings.local_model or settings.allow_download else
+                " (it is not a local folder nor in the Hugging Face cache; download it first or set "
+                "DIFFUSION_ALLOW_DOWNLOAD=true)")
+        raise ModelLoadError(f"cannot load model {source!r}{hint}: {exc}") from exc
+    pipe.to(runtime.device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def denoiser_of(pipe: DiffusionPipeline) -> torch.nn.Module:
+    """The network run once per step: the UNet or the transformer."""
+    for name in ("unet", "transformer", "prior"):
+        module = getattr(pipe, name, None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    raise ModelLoadError(f"{type(pipe).__name__} has neither a unet nor a transformer")
+
+
+def native_size(pipe: DiffusionPipeline) -> tuple[int, int]:
+    """Width and height the model was trained at, as the pipeline itself computes its default."""
+    sample = getattr(pipe, "default_sample_size", None)
+    if sample is None:
+        sample = getattr(denoiser_of(pipe).config, "sample_size", 64)
+    sample = sample[0] if isinstance(sample, list | tuple) else sample
+    side = int(sample or 64) * int(getattr(pipe, "vae_scale_factor", 8))
+    return side, side
+
+
+class StepClock:
+    """Times each denoising step: from the denoiser's first forward of a step to the end-of-step callback."""
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self._started: float | None = None
+        self._sync = sync
+
+    def mark_forward(self, *_: Any) -> None:
+        """Forward pre-hook: the step starts at its first denoiser call (CFG may call it twice)."""
+        if self._started is None:
+            self._started = time.perf_counter()
+
+    def lap(self) -> float:
+        """Seconds since the step started; resets for the next step."""
+        self._sync()
+        now = time.perf_counter()
+        elapsed = now - (self._started or now)
+        self._started = None
+        return elapsed
+
+
+class WarmPipeline:
+    """A loaded pipeline that turns `GenerationParams` into images, reporting each step."""
+
+    def __init__(self, pipe: DiffusionPipeline, runtime: Runtime, settings: WorkerSettings) -> None:
+        self.pipe = pipe
+        self.runtime = runtime
+        self.settings = settings
+        self.width, self.height = native_size(pipe)
+        self.clock = StepClock(torch.cuda.synchronize if runtime.device.type == "cuda" else lambda: None)
+        if settings.compile:
+            self._compile()
+        denoiser_of(self.pipe).register_forward_pre_hook(self.clock.mark_forward)
+
+    @property
+    def pipeline_class(self) -> str:
+        """Class name of the loaded pipeline."""
+        return type(self.pipe).__name__
+
+    def _compile(self) -> None:
+        name = next(n for n in ("unet", "transformer") if hasattr(self.pipe, n))
+        module = getattr(self.pipe, name)
+        module.to(memory_format=torch.channels_last)
+        setattr(self.pipe, name, torch.compile(module, mode=self.settings.compile_mode, fullgraph=False))
+
+    def warm_sizes(self) -> list[tuple[int, int]]:
+        """Configured warm-up sizes, or the native size."""
+        sizes = [tuple(int(v) for v in s.split("x")) for s in self.settings.warmup_sizes]
+        return [(w, h) for w, h in sizes] or [(self.width, self.height)]
+
+    def warm_up(self) -> float:
+        """Run one short generation per warm-up size (compiling each bucket); returns the seconds spent."""
+        started = time.perf_counter()
+        for width, height in self.warm_sizes():
+            params = GenerationParams(prompt="warm-up", width=width, height=height,
+                                      num_inference_steps=self.settings.warmup_steps,
+                                      guidance_scale=self.settings.default_guidance_scale, seed=0, num_images=1)
+            self.generate(params, lambda done, total, seconds: True)
+        return time.perf_counter() - started
+
+    def _job_pipeline(self) -> DiffusionPipeline:
+        # A new pipeline object over the same modules: its scheduler, its interrupt flag and its
+        # call state belong to this job alone. Costs a few milliseconds, copies no weights.
+        scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+        pipe = type(self.pipe)(**{**self.pipe.components, "scheduler": scheduler})
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def generate(self, params: GenerationParams, on_step: StepHook) -> list[np.ndarray]:
+        """Denoise and decode; returns HxWx3 uint8 arrays. `on_step` returning False stops at that step."""
+        seeds = [params.image_seed(k) for k in range(params.num_images)]
+        batches = [seeds] if self.settings.batch_images else [[s] for s in seeds]
+        images: list[np.ndarray] = []
+        for batch in batches:
+            images.extend(self._run(params, batch, on_step))
+        return images
+
+    def _run(self, params: GenerationParams, seeds: list[int], on_step: StepHook) -> list[np.ndarray]:
+        pipe = self._job_pipeline()
+        # CPU generators: the same seed gives the same starting noise on every device.
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+
+        def callback(p: DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            total = int(getattr(p, "_num_timesteps", None) or params.num_inference_steps)
+            if not on_step(index + 1, total, self.clock.lap()):
+                p._interrupt = True
+            return tensors
+
+        self.clock.lap()  # discard time since the last job
+        with torch.inference_mode():
+            result = pipe(
+                prompt=params.prompt,
+                negative_prompt=params.negative_prompt,
+                width=params.width,
+                height=params.height,
+                num_inference_steps=params.num_inference_steps,
+                guidance_scale=params.guidance_scale,
+                num_images_per_prompt=len(seeds),
+                generator=generators,
+                output_type="np",
+                callback_on_step_end=callback,
+            )
+        pixels = np.asarray(result.images)
+        if not np.isfinite(pixels).all():
+            raise BadOutput("the pipeline produced non-finite pixels (numeric overflow); try bfloat16 or float32")
+        return list((pixels * 255).round().clip(0, 255).astype(np.uint8))
+
+    def memory(self) -> dict[str, int]:
+        """CUDA memory counters of the device (empty on CPU)."""
+        if self.runtime.device.type != "cuda":
+            return {}
+        return {"allocated": torch.cuda.memory_allocated(self.runtime.device),
+                "reserved": torch.cuda.memory_reserved(self.runtime.device),
+                "peak_allocated": torch.cuda.max_memory_allocated(self.runtime.device)}
