@@ -7,6 +7,7 @@ of any request is reproducible alone from its seed on any device.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -142,6 +143,10 @@ class WarmPipeline:
         self.settings = settings
         self.width, self.height = native_size(pipe)
         self.clock = StepClock(torch.cuda.synchronize if runtime.device.type == "cuda" else lambda: None)
+        # Constructor flags kept in the pipeline's config (e.g. requires_safety_checker): passed again
+        # when a per-job pipeline object is built around the same components.
+        accepted = inspect.signature(type(pipe).__init__).parameters
+        self._init_flags = {k: v for k, v in pipe.config.items() if k in accepted and k not in pipe.components}
         if settings.compile:
             self._compile()
         denoiser_of(self.pipe).register_forward_pre_hook(self.clock.mark_forward)
@@ -176,7 +181,7 @@ class WarmPipeline:
         # A new pipeline object over the same modules: its scheduler, its interrupt flag and its
         # call state belong to this job alone. Costs a few milliseconds, copies no weights.
         scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
-        pipe = type(self.pipe)(**{**self.pipe.components, "scheduler": scheduler})
+        pipe = type(self.pipe)(**{**self.pipe.components, "scheduler": scheduler}, **self._init_flags)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

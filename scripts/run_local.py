@@ -1,0 +1,114 @@
+"""`make run`: Redis (a private one unless REDIS_URL is set), one worker on the default model, and the API.
+
+Once the worker is warm it runs the service's main job once, a text-to-image generation through
+the HTTP API, saves the image under var/, prints how to call the API, and keeps serving until
+Ctrl-C. `--once` exits after that first generation (used to check a fresh clone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+PROMPT = "a red circle on a blue background"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def wait_ready(base: str, procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise SystemExit(f"a process exited early ({' '.join(map(str, proc.args))}); see var/*.log")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the service was not ready after {timeout:.0f}s; see var/*.log")
+
+
+def demo(base: str) -> Path:
+    with httpx.Client(base_url=base, timeout=30) as client:
+        job = client.post("/v1/generations", json={"prompt": PROMPT, "seed": 42}).json()
+        while job["status"] in ("queued", "running"):
+            time.sleep(0.1)
+            job = client.get(f"/v1/generations/{job['id']}").json()
+        if job["status"] != "succeeded":
+            raise SystemExit(f"demo generation {job['status']}: {job.get('error')}")
+        out = VAR / "demo.png"
+        out.write_bytes(client.get(job["images"][0]["url"]).content)
+        took = (job["finished_at"], job["created_at"])
+        print(f"generated '{PROMPT}' (seed 42, job {job['id']}, {took[1]} -> {took[0]}) -> {out}")
+        return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("DIFFUSION_PORT", "8000")))
+    parser.add_argument("--model", default=os.environ.get("DIFFUSION_MODEL_SOURCE", "var/models/tiny-sd"))
+    parser.add_argument("--once", action="store_true", help="exit after the first generation")
+    args = parser.parse_args()
+    VAR.mkdir(exist_ok=True)
+    py = sys.executable
+    procs: list[subprocess.Popen[bytes]] = []
+    env = {"DIFFUSION_STORAGE_DIR": str(VAR / "images"),
+           "DIFFUSION_URL_SIGNING_SECRET": os.environ.get("DIFFUSION_URL_SIGNING_SECRET", "local-dev-secret")}
+    try:
+        if "REDIS_URL" not in os.environ:
+            port = free_port()
+            (VAR / "redis").mkdir(exist_ok=True)
+            procs.append(start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(VAR / "redis")], {}, VAR / "redis.log"))
+            env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        if args.model == "var/models/tiny-sd" and not (ROOT / args.model / "model_index.json").exists():
+            subprocess.run([py, "-m", "worker.tiny", "--out", args.model], cwd=ROOT, check=True)
+        procs.append(start([py, "-m", "worker", "--model", args.model], env, VAR / "worker.log"))
+        procs.append(start([py, "-m", "app", "--port", str(args.port)], env, VAR / "api.log"))
+        base = f"http://127.0.0.1:{args.port}"
+        print(f"starting Redis ({env['REDIS_URL']}), a worker on {args.model} and the API on {base} ...")
+        wait_ready(base, procs, timeout=300)
+        demo(base)
+        if args.once:
+            return
+        print(f"""
+ready: API {base} (docs {base}/docs), worker metrics http://127.0.0.1:9101/metrics, logs in var/*.log
+  curl -s -X POST {base}/v1/generations -H 'content-type: application/json' \\
+       -d '{{"prompt": "{PROMPT}"}}'
+  curl -s {base}/v1/generations/<id>        # poll until "status": "succeeded", then fetch images[0].url
+Ctrl-C stops everything.""")
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()

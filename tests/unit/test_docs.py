@@ -1,0 +1,56 @@
+"""The README documents every metric and every setting, and metric names follow Prometheus conventions."""
+
+from __future__ import annotations
+
+import re
+
+from prometheus_client import CollectorRegistry
+
+from app.config import ApiSettings
+from app.metrics import ApiMetrics, QueueCollector
+from contract.settings import ENV_PREFIX
+from tests.helpers import ROOT
+from worker.config import WorkerSettings
+
+README = (ROOT / "README.md").read_text()
+
+
+def exported_names(registry: CollectorRegistry) -> dict[str, str]:
+    names = {}
+    for family in registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        names[name] = family.type
+    return names
+
+
+def all_metrics() -> dict[str, str]:
+    import worker.metrics as worker_metrics
+
+    api = ApiMetrics()
+    api.watch_queues(QueueCollector(["m"], lambda m: 0, lambda m: 0))
+    names = exported_names(api.registry)
+    names.update({n: t for n, t in exported_names(worker_metrics.REGISTRY).items() if n.startswith("diffusion_")})
+    return names
+
+
+def test_metric_names_follow_conventions() -> None:
+    metrics = all_metrics()
+    assert len(metrics) == 17
+    for name, kind in metrics.items():
+        assert re.fullmatch(r"diffusion_[a-z_]+", name), name
+        if kind == "counter":
+            assert name.endswith("_total"), name
+        if kind == "histogram":
+            assert name.endswith(("_seconds", "_bytes")), name
+
+
+def test_every_metric_is_in_the_readme_table() -> None:
+    documented = set(re.findall(r"^\| `(diffusion_[a-z_]+)` \| (\w+) \|", README, flags=re.M))
+    assert documented == set(all_metrics().items())
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    for cls in (ApiSettings, WorkerSettings):
+        for name in cls.model_fields:
+            variable = "REDIS_URL" if name == "redis_url" else f"{ENV_PREFIX}{name.upper()}"
+            assert f"`{variable}`" in README, f"{variable} is not documented"

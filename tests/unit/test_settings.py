@@ -1,0 +1,38 @@
+"""Bad settings stop start-up with a message naming the variable; good ones parse from the environment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from app.config import ApiSettings
+from tests.helpers import ROOT
+
+
+def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://example:1/2")
+    monkeypatch.setenv("DIFFUSION_MAX_INFERENCE_STEPS", "12")
+    monkeypatch.setenv("DIFFUSION_SERVED_MODELS", '["a","b"]')
+    settings = ApiSettings()
+    assert settings.redis_url == "redis://example:1/2"
+    assert settings.max_inference_steps == 12
+    assert settings.models == ["tiny-sd", "a", "b"]
+
+
+@pytest.mark.parametrize(("module", "variable", "value"), [
+    ("app", "DIFFUSION_MAX_INFERENCE_STEPS", "lots"),
+    ("app", "DIFFUSION_MIN_IMAGE_SIDE", "60"),
+    ("worker", "DIFFUSION_DEVICE", "tpu"),
+    ("worker", "DIFFUSION_WARMUP_SIZES", '["512"]'),
+])
+def test_bad_setting_stops_start_up_naming_it(module: str, variable: str, value: str) -> None:
+    env = {"PATH": "/usr/bin:/bin", variable: value}
+    result = subprocess.run([sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "invalid configuration" in result.stderr
+    assert "Traceback" not in result.stderr
+    if "SIDE" not in variable:
+        assert variable in result.stderr

@@ -1,0 +1,88 @@
+"""The warm pipeline on real tiny diffusers pipelines (UNet and transformer families), in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contract.jobs import GenerationParams
+from worker.config import WorkerSettings
+from worker.pipeline import ModelLoadError, WarmPipeline, load, pick_runtime
+
+
+def warm(model: Path, **overrides: object) -> WarmPipeline:
+    settings = WorkerSettings(model_source=str(model), device="cpu", **overrides)  # type: ignore[arg-type]
+    runtime = pick_runtime(settings)
+    return WarmPipeline(load(settings, runtime), runtime, settings)
+
+
+def params(**overrides: object) -> GenerationParams:
+    base: dict[str, object] = {"prompt": "a red circle", "width": 64, "height": 64, "num_inference_steps": 3,
+                               "guidance_scale": 6.0, "seed": 10, "num_images": 1}
+    return GenerationParams(**(base | overrides))  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module", params=["sd", "sd3"])
+def pipeline(request: pytest.FixtureRequest, tiny_sd: Path, tiny_sd3: Path) -> WarmPipeline:
+    return warm(tiny_sd if request.param == "sd" else tiny_sd3)
+
+
+def test_loads_through_diffusers_and_knows_native_size(pipeline: WarmPipeline) -> None:
+    assert pipeline.pipeline_class in ("StableDiffusionPipeline", "StableDiffusion3Pipeline")
+    assert (pipeline.width, pipeline.height) == (64, 64)
+
+
+def test_same_request_gives_identical_pixels(pipeline: WarmPipeline) -> None:
+    first = pipeline.generate(params(num_images=2), lambda *_: True)
+    second = pipeline.generate(params(num_images=2), lambda *_: True)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert first[0].shape == (64, 64, 3) and first[0].dtype == np.uint8
+    assert not np.array_equal(first[0], first[1])
+
+
+def test_image_k_regenerates_alone(pipeline: WarmPipeline) -> None:
+    batch = pipeline.generate(params(num_images=3, seed=500), lambda *_: True)
+    alone = pipeline.generate(params(num_images=1, seed=502), lambda *_: True)
+    # Batched GEMMs may round differently from batch size 1: at most one level of 255.
+    assert np.abs(batch[2].astype(int) - alone[0].astype(int)).max() <= 1
+
+
+def test_unbatched_mode_is_bit_identical(tiny_sd: Path) -> None:
+    sequential = warm(tiny_sd, batch_images=False)
+    batch = sequential.generate(params(num_images=2, seed=900), lambda *_: True)
+    alone = sequential.generate(params(num_images=1, seed=901), lambda *_: True)
+    assert np.array_equal(batch[1], alone[0])
+
+
+def test_step_hook_sees_every_step_and_can_stop(pipeline: WarmPipeline) -> None:
+    seen: list[tuple[int, int, float]] = []
+    pipeline.generate(params(num_inference_steps=5), lambda d, t, s: seen.append((d, t, s)) is None)
+    assert [d for d, _, _ in seen] == [1, 2, 3, 4, 5]
+    assert all(t == 5 and s > 0 for _, t, s in seen)
+
+    stopped: list[int] = []
+    pipeline.generate(params(num_inference_steps=8), lambda d, t, s: stopped.append(d) is None and d < 2)
+    # Stops at the step boundary after the hook said so: the denoiser runs no further step.
+    assert stopped == [1, 2]
+
+
+def test_each_job_gets_a_fresh_scheduler(pipeline: WarmPipeline) -> None:
+    shared = pipeline.pipe.scheduler
+    config = dict(shared.config)
+    pipeline.generate(params(num_inference_steps=4), lambda *_: True)
+    assert pipeline.pipe.scheduler is shared
+    assert dict(shared.config) == config
+    assert getattr(shared, "num_inference_steps", None) is None, "the shared scheduler was stepped"
+
+
+def test_guidance_and_negative_prompt_change_the_image(pipeline: WarmPipeline) -> None:
+    base = pipeline.generate(params(), lambda *_: True)[0]
+    assert not np.array_equal(base, pipeline.generate(params(guidance_scale=1.0), lambda *_: True)[0])
+    assert not np.array_equal(base, pipeline.generate(params(negative_prompt="blue"), lambda *_: True)[0])
+
+
+def test_missing_model_gives_actionable_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="DIFFUSION_ALLOW_DOWNLOAD"):
+        warm(Path("no-such-org/no-such-model"))
