@@ -34,6 +34,8 @@ class ApiSettings(CommonSettings):
     default_guidance_scale: float = Field(default=7.5, ge=0)
 
     job_retries: int = Field(default=2, ge=0, le=10)
+    sweep_interval_seconds: int = Field(default=300, ge=1)
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0)
     redis_timeout_seconds: float = Field(default=3.0, gt=0)
 
     @model_validator(mode="after")

@@ -26,6 +26,7 @@ class ErrorType(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     FORBIDDEN = "forbidden"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    CONFLICT = "conflict"
     QUEUE_FULL = "queue_full"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
@@ -74,6 +75,12 @@ class Forbidden(ApiError):
     """An image URL whose signature is missing, wrong or expired."""
 
     status, type = 403, ErrorType.FORBIDDEN
+
+
+class Conflict(ApiError):
+    """The job's state forbids it (already finished, still running) or an Idempotency-Key was reused."""
+
+    status, type = 409, ErrorType.CONFLICT
 
 
 class PayloadTooLarge(ApiError):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from app import errors
 from app.config import ApiSettings
@@ -15,6 +18,7 @@ from app.metrics import ApiMetrics, QueueCollector
 from app.middleware import BodyLimit, RequestContext
 from app.routes import generations, health, images
 from app.signing import UrlSigner
+from app.sweeper import Sweeper
 from contract import logs
 from contract.settings import load_settings
 from contract.storage import LocalStorage
@@ -37,19 +41,35 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     else:
         secret = settings.url_signing_secret.get_secret_value().encode()
 
+    storage = LocalStorage(settings.storage_dir)
+    service = GenerationService(redis, settings, storage)
+    sweeper = Sweeper(service, settings.sweep_interval_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeper.start()
+        try:
+            yield
+        finally:
+            sweeper.stop()
+            await app.state.async_redis.aclose()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Diffusion image service",
         version=VERSION,
         description="Queue text-to-image generations, poll their status, download the images by signed URL.",
     )
-    service = GenerationService(redis, settings)
     metrics = ApiMetrics()
-    metrics.watch_queues(QueueCollector(settings.models, lambda m: service.queue(m).count, service.ready_workers))
+    metrics.watch_queues(QueueCollector(settings.models, service.depth, service.ready_workers))
     app.state.settings = settings
     app.state.service = service
     app.state.metrics = metrics
     app.state.signer = UrlSigner(secret, settings.image_url_ttl_seconds)
-    app.state.storage = LocalStorage(settings.storage_dir)
+    app.state.storage = storage
+    # SSE streams block on XREAD: they get their own async connections, without a read timeout.
+    app.state.async_redis = AsyncRedis.from_url(settings.redis_url,
+                                                socket_connect_timeout=settings.redis_timeout_seconds)
 
     errors.install(app)
     app.include_router(generations.router)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contract.jobs import SEED_MODULUS, JobErrorType, JobStatus
+from contract.jobs import SEED_MODULUS, CancelReason, JobErrorType, JobStatus, Priority, Stage
 
 
 class GenerationCreate(BaseModel):
@@ -25,6 +25,10 @@ class GenerationCreate(BaseModel):
                              description="Seed of image 0; image k uses seed+k. Picked and returned when absent.")
     num_images: int = Field(default=1, ge=1, description="Images in this request.")
     model: str | None = Field(default=None, description="Model name; default: the configured default model.")
+    priority: Priority = Field(default=Priority.NORMAL, description="high jobs are taken before normal, then low.")
+    deadline_seconds: int | None = Field(default=None, ge=1, description="Time-to-start: if the job has not "
+                                         "started this many seconds after submission it ends `canceled` (deadline).")
+    timeout_seconds: int | None = Field(default=None, ge=1, description="Running-time limit, checked every step.")
 
 
 class ResolvedParams(BaseModel):
@@ -41,10 +45,12 @@ class ResolvedParams(BaseModel):
 
 
 class ProgressView(BaseModel):
-    """Denoising progress of a running job."""
+    """Where the job is: stage, denoising step, and the overall fraction done."""
 
+    stage: Stage
     step: int
     total_steps: int
+    fraction: float
 
 
 class ImageView(BaseModel):
@@ -75,11 +81,25 @@ class JobView(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    priority: Priority = Priority.NORMAL
     queue_position: int | None = Field(default=None, description="Jobs ahead of this one, while queued.")
-    progress: ProgressView | None = Field(default=None, description="While running.")
+    estimated_start_at: datetime | None = Field(default=None, description="While queued, from measured step "
+                                                "latency of this model and the work ahead.")
+    estimated_finish_at: datetime | None = None
+    deadline_at: datetime | None = Field(default=None, description="Must start by then, else canceled.")
+    progress: ProgressView
     params: ResolvedParams
     images: list[ImageView] = Field(default_factory=list)
     error: ErrorView | None = None
+    cancel_reason: CancelReason | None = None
+
+
+class JobList(BaseModel):
+    """A page of jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    object: str = "list"
+    data: list[JobView]
+    next_cursor: str | None = None
 
 
 def timestamp(seconds: float) -> datetime:

@@ -25,6 +25,32 @@ class JobStatus(StrEnum):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
 
 
+class Priority(StrEnum):
+    """Queue priority: a worker takes every queued `high` job of its model before any `normal`, then `low`."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class Stage(StrEnum):
+    """Where a job is; one progress format for polling, SSE and webhooks."""
+
+    QUEUED = "queued"
+    LOADING = "loading"
+    DENOISING = "denoising"
+    DECODING = "decoding"
+    STORING = "storing"
+    DONE = "done"
+
+
+class CancelReason(StrEnum):
+    """Why a job ended `canceled`."""
+
+    CLIENT = "client"
+    DEADLINE = "deadline"
+
+
 class JobErrorType(StrEnum):
     """Closed set of reasons a job fails, shown to clients as `error.type`."""
 
@@ -65,6 +91,8 @@ class JobPayload(BaseModel):
     model: str
     params: GenerationParams
     created_at: float
+    start_by: float | None = None
+    timeout_seconds: int | None = None
 
 
 class ImageRecord(BaseModel):
@@ -85,11 +113,27 @@ class JobError(BaseModel):
     message: str
 
 
-class Progress(BaseModel):
-    """Denoising progress of a running job."""
+# Share of a job's work done when each stage starts; denoising fills the span up to decoding.
+STAGE_FRACTION = {Stage.QUEUED: 0.0, Stage.LOADING: 0.02, Stage.DENOISING: 0.05, Stage.DECODING: 0.92,
+                  Stage.STORING: 0.96, Stage.DONE: 1.0}
 
-    step: int
+
+class Progress(BaseModel):
+    """How far a job is: stage, denoising step and an overall fraction in [0, 1]."""
+
+    stage: Stage = Stage.QUEUED
+    step: int = 0
     total_steps: int
+    fraction: float = 0.0
+
+    @classmethod
+    def at(cls, stage: Stage, step: int, total_steps: int) -> Progress:
+        """Progress at `stage` after `step` denoising steps."""
+        fraction = STAGE_FRACTION[stage]
+        if stage == Stage.DENOISING and total_steps:
+            span = STAGE_FRACTION[Stage.DECODING] - fraction
+            fraction += span * step / total_steps
+        return cls(stage=stage, step=step, total_steps=total_steps, fraction=round(fraction, 4))
 
 
 class JobRecord(BaseModel):
@@ -107,6 +151,10 @@ class JobRecord(BaseModel):
     error: JobError | None = None
     attempts: int = 0
     worker: str | None = None
+    priority: Priority = Priority.NORMAL
+    start_by: float | None = None
+    timeout_seconds: int | None = None
+    cancel_reason: CancelReason | None = None
 
 
 def now() -> float:

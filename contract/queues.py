@@ -7,9 +7,18 @@ GENERATE_FUNCTION = "worker.tasks.generate"
 ALLOWED_FUNCTIONS = frozenset({GENERATE_FUNCTION})
 
 
-def queue_name(prefix: str, model: str) -> str:
-    """RQ queue of one model: each worker serves one model and listens on its queue."""
-    return f"{prefix}.generate.{model}"
+PRIORITIES = ("high", "normal", "low")
+
+
+def queue_name(prefix: str, model: str, priority: str = "normal") -> str:
+    """RQ queue of one model and priority; a worker listens on its model's queues, highest first."""
+    base = f"{prefix}.generate.{model}"
+    return base if priority == "normal" else f"{base}.{priority}"
+
+
+def queue_names(prefix: str, model: str) -> list[str]:
+    """All queues of a model, in the order a worker takes from them."""
+    return [queue_name(prefix, model, p) for p in PRIORITIES]
 
 
 def job_key(prefix: str, job_id: str) -> str:
@@ -20,3 +29,23 @@ def job_key(prefix: str, job_id: str) -> str:
 def model_info_key(prefix: str, model: str) -> str:
     """Redis string where a ready worker publishes its model's facts (native size, pipeline class)."""
     return f"{prefix}:model:{model}"
+
+
+def events_key(prefix: str, job_id: str) -> str:
+    """Redis stream of a job's state changes: what SSE replays (stream ids are event ids)."""
+    return f"{prefix}:events:{job_id}"
+
+
+def index_key(prefix: str) -> str:
+    """Sorted set of job ids by creation time, for listing and retention."""
+    return f"{prefix}:jobs"
+
+
+def idempotency_key(prefix: str, digest: str) -> str:
+    """Which job an Idempotency-Key created, and a hash of the body it came with."""
+    return f"{prefix}:idem:{digest}"
+
+
+def step_rate_key(prefix: str, model: str) -> str:
+    """Measured seconds per step and megapixel-image, and per-job overhead, of a model (for ETAs)."""
+    return f"{prefix}:rate:{model}"

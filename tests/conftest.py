@@ -68,6 +68,11 @@ class Stack:
     env: dict[str, str]
 
     @property
+    def storage(self) -> Path:
+        """The image directory API and workers share."""
+        return Path(self.env["DIFFUSION_STORAGE_DIR"])
+
+    @property
     def base(self) -> str:
         """Base URL of the API."""
         return f"http://127.0.0.1:{self.api.port}"
@@ -85,19 +90,23 @@ def stack_env(redis_url: str, prefix: str, storage: Path, **extra: str) -> dict[
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server: RedisServer, tiny_sd: Path, tiny_sd3: Path,
+def stack(request: pytest.FixtureRequest, redis_server: RedisServer, tiny_sd: Path, tiny_sd3: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """API + one worker per tiny model (UNet and transformer), started once per test module."""
+    """API + one worker per tiny model (UNet and transformer), started once per test module.
+
+    A module may set STACK_ENV (extra settings) and STACK_MODELS (which workers to start).
+    """
     tmp = tmp_path_factory.mktemp("stack")
     prefix = f"m{uuid.uuid4().hex[:10]}"
-    env = stack_env(redis_server.url, prefix, tmp / "images")
+    env = stack_env(redis_server.url, prefix, tmp / "images", **getattr(request.module, "STACK_ENV", {}))
     redis = Redis.from_url(redis_server.url)
     api = start_api(env, tmp / "api.log")
-    workers = {
-        "tiny-sd": start_worker(tiny_sd, {**env, "DIFFUSION_WORKER_ID": f"{prefix}-sd"}, tmp / "w-sd.log"),
-        "tiny-sd3": start_worker(tiny_sd3, {**env, "DIFFUSION_WORKER_ID": f"{prefix}-sd3"}, tmp / "w-sd3.log",
-                                 name="tiny-sd3"),
-    }
+    sources = {"tiny-sd": tiny_sd, "tiny-sd3": tiny_sd3}
+    workers = {}
+    for model in getattr(request.module, "STACK_MODELS", ("tiny-sd", "tiny-sd3")):
+        suffix = "sd" if model == "tiny-sd" else "sd3"
+        workers[model] = start_worker(sources[model], {**env, "DIFFUSION_WORKER_ID": f"{prefix}-{suffix}"},
+                                      tmp / f"w-{suffix}.log", name=model)
     try:
         for model, worker in workers.items():
             suffix = "sd" if model == "tiny-sd" else "sd3"

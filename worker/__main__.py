@@ -26,7 +26,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from contract import logs
-from contract.queues import model_info_key, queue_name
+from contract.queues import model_info_key, queue_names
 from contract.records import JobStore
 from contract.settings import load_settings
 from contract.storage import LocalStorage
@@ -94,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     store = JobStore(redis, settings.key_prefix, settings.job_retention_seconds)
     runner = Runner(warm, store, LocalStorage(settings.storage_dir), model, settings.worker_id,
                     settings.job_timeout_seconds, settings.png_compress_level)
-    queue = Queue(queue_name(settings.key_prefix, model), connection=redis, serializer=JSONSerializer)
-    worker = GPUWorker([queue], connection=redis, serializer=JSONSerializer, name=settings.worker_id,
+    # Listed highest priority first: RQ's default dequeue takes from the first non-empty queue.
+    queues = [Queue(name, connection=redis, serializer=JSONSerializer)
+              for name in queue_names(settings.key_prefix, model)]
+    worker = GPUWorker(queues, connection=redis, serializer=JSONSerializer, name=settings.worker_id,
                        worker_ttl=settings.worker_ttl_seconds, heartbeat_ttl=settings.heartbeat_ttl_seconds,
                        maintenance_interval=settings.maintenance_interval_seconds)
     tasks.install(runner, worker.job_heartbeat)
     publish_model(redis, settings, warm)
-    log.info("taking jobs", extra={"queue": queue.name, "worker": settings.worker_id})
+    log.info("taking jobs", extra={"queues": ",".join(q.name for q in queues), "worker": settings.worker_id})
     ok = worker.work(burst=burst, logging_level=settings.log_level)
     return 0 if ok or burst else 1
 

@@ -224,6 +224,11 @@ class WarmPipeline:
             raise BadOutput("the pipeline produced non-finite pixels (numeric overflow); try bfloat16 or float32")
         return list((pixels * 255).round().clip(0, 255).astype(np.uint8))
 
+    def release_memory(self) -> None:
+        """Return cached device memory after a stopped job (the next job allocates afresh)."""
+        if self.runtime.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def memory(self) -> dict[str, int]:
         """CUDA memory counters of the device (empty on CPU)."""
         if self.runtime.device.type != "cuda":

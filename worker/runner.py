@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from contract.jobs import ImageRecord, JobError, JobErrorType, JobPayload, now
+from contract.jobs import CancelReason, ImageRecord, JobError, JobErrorType, JobPayload, Progress, Stage, now
 from contract.logs import bind, prompt_digest
+from contract.queues import step_rate_key
 from contract.records import JobStore
 from contract.storage import LocalStorage, content_type_of, image_key
 from worker import metrics
@@ -21,6 +22,7 @@ from worker.pipeline import BadOutput, WarmPipeline
 log = logging.getLogger(__name__)
 
 Heartbeat = Callable[[], None]
+RATE_WEIGHT = 0.3  # weight of the newest job in the moving averages of step cost
 
 
 class JobFailed(Exception):
@@ -29,6 +31,14 @@ class JobFailed(Exception):
     def __init__(self, type_: JobErrorType, message: str) -> None:
         super().__init__(message)
         self.error = JobError(type=type_, message=message)
+
+
+class Canceled(Exception):
+    """The job was canceled while it ran; it stopped at `step`."""
+
+    def __init__(self, step: int, total: int) -> None:
+        super().__init__(f"canceled at step {step}")
+        self.progress = Progress.at(Stage.DENOISING, step, total)
 
 
 class Runner:
@@ -46,8 +56,14 @@ class Runner:
         job_id = payload.job_id
         with bind(job_id=job_id, model=self.model):
             params = payload.params
+            if payload.start_by is not None and now() > payload.start_by:
+                # Time-to-start deadline passed while queued: end it without touching the device.
+                if self.store.cancel(job_id, CancelReason.DEADLINE, only_queued=True):
+                    log.info("job missed its start deadline; canceled")
+                    metrics.JOBS_FINISHED.labels(self.model, "canceled", CancelReason.DEADLINE.value).inc()
+                return {"skipped": True}
             if not self.store.mark_running(job_id, self.worker_id, params.num_inference_steps):
-                log.info("job no longer runnable (finished or expired); skipped")
+                log.info("job no longer runnable (canceled, finished or expired); skipped")
                 return {"skipped": True}
             started = now()
             metrics.QUEUE_WAIT_SECONDS.labels(self.model).observe(max(0.0, started - payload.created_at))
@@ -59,10 +75,17 @@ class Runner:
             except JobFailed as exc:
                 self._finish_failed(payload, exc.error)
                 return {"failed": exc.error.type.value}
+            except Canceled as exc:
+                self.store.note_stop(job_id, exc.progress)
+                metrics.JOBS_FINISHED.labels(self.model, "canceled", CancelReason.CLIENT.value).inc()
+                log.info("job canceled while running", extra={"stopped_at_step": exc.progress.step})
+                return {"canceled": exc.progress.step}
             finally:
                 metrics.WORKER_BUSY.labels(self.model).set(0)
                 self._observe_memory()
-            self.store.succeed(job_id, images)
+            if not self.store.succeed(job_id, images, params.num_inference_steps):
+                self.storage.delete_job(job_id)  # canceled while storing: keep nothing
+                return {"canceled": params.num_inference_steps}
             metrics.JOBS_FINISHED.labels(self.model, "succeeded", "").inc()
             metrics.IMAGES_GENERATED.labels(self.model).inc(len(images))
             metrics.JOB_SECONDS.labels(self.model, "succeeded").observe(now() - payload.created_at)
@@ -71,14 +94,21 @@ class Runner:
 
     def _generate_and_store(self, payload: JobPayload, heartbeat: Heartbeat) -> list[ImageRecord]:
         params = payload.params
-        deadline = time.monotonic() + self.job_timeout_seconds
+        timeout = min(self.job_timeout_seconds, payload.timeout_seconds or self.job_timeout_seconds)
+        deadline = time.monotonic() + timeout
         timed_out = False
+        canceled_at: tuple[int, int] | None = None
+        denoise_seconds = 0.0
         batch = str(params.num_images if self.warm.settings.batch_images else 1)
 
         def on_step(done: int, total: int, seconds: float) -> bool:
-            nonlocal timed_out
+            nonlocal timed_out, canceled_at, denoise_seconds
+            denoise_seconds += seconds
             metrics.STEP_SECONDS.labels(self.model, batch).observe(seconds)
-            self.store.set_progress(payload.job_id, done, total)
+            stage = Stage.DECODING if done >= total else Stage.DENOISING
+            if not self.store.set_progress(payload.job_id, Progress.at(stage, done, total)):
+                canceled_at = (done, total)  # the record left `running`: a client canceled it
+                return False
             heartbeat()
             # RQ's alarm fires late inside long native calls; a step boundary is exact.
             timed_out = time.monotonic() > deadline
@@ -96,10 +126,29 @@ class Runner:
         except (ValueError, TypeError) as exc:
             # diffusers validates its inputs with ValueError (e.g. a size the model cannot take).
             raise JobFailed(JobErrorType.INVALID_INPUT, f"the pipeline refused the input: {exc}") from None
+        if canceled_at is not None:
+            del pixels
+            self.warm.release_memory()
+            raise Canceled(*canceled_at)
         if timed_out:
-            raise JobFailed(JobErrorType.TIMEOUT, f"the job ran over {self.job_timeout_seconds} s and was stopped")
+            raise JobFailed(JobErrorType.TIMEOUT, f"the job ran over {timeout} s and was stopped")
         metrics.INFERENCE_SECONDS.labels(self.model).observe(time.perf_counter() - started)
-        return self._store(payload, pixels, heartbeat)
+        self.store.set_progress(payload.job_id, Progress.at(Stage.STORING, params.num_inference_steps,
+                                                            params.num_inference_steps))
+        images = self._store(payload, pixels, heartbeat)
+        self._measure(payload, denoise_seconds, time.perf_counter() - started)
+        return images
+
+    def _measure(self, payload: JobPayload, denoise_seconds: float, total_seconds: float) -> None:
+        """Fold this job's costs into the model's moving averages, which the API turns into ETAs."""
+        p = payload.params
+        work = p.num_inference_steps * p.width * p.height / 1e6 * p.num_images
+        sample = {"step_seconds_per_mpx": denoise_seconds / work, "overhead_seconds": total_seconds - denoise_seconds}
+        key = step_rate_key(self.store.prefix, self.model)
+        old = {k.decode(): float(v) for k, v in self.store.redis.hgetall(key).items()}  # type: ignore[union-attr]
+        new = {name: (RATE_WEIGHT * value + (1 - RATE_WEIGHT) * old[name]) if name in old else value
+               for name, value in sample.items()}
+        self.store.redis.hset(key, mapping=new)  # type: ignore[arg-type]
 
     def _store(self, payload: JobPayload, pixels: list[np.ndarray], heartbeat: Heartbeat) -> list[ImageRecord]:
         records = []

@@ -1,0 +1,72 @@
+"""Retention: a background thread that deletes the images of jobs past retention, so disk use stays bounded.
+
+Job records expire in Redis by themselves (their TTL starts when the job ends); images live on a
+filesystem with no TTL, so this removes every job directory older than retention whose record is
+gone. A Redis lock lets one API replica sweep at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from app.generations import GenerationService
+from contract.jobs import now
+from contract.queues import index_key
+from contract.storage import JOB_ID_PATTERN
+
+log = logging.getLogger(__name__)
+
+
+class Sweeper:
+    """Runs `sweep()` every `interval_seconds` on a daemon thread."""
+
+    def __init__(self, service: GenerationService, interval_seconds: int) -> None:
+        self.service = service
+        self.interval_seconds = interval_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start sweeping in the background."""
+        self._thread = threading.Thread(target=self._loop, name="retention-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the current sweep."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_seconds):
+            try:
+                self.sweep()
+            except Exception:
+                log.warning("retention sweep failed", exc_info=True)
+
+    def sweep(self) -> int:
+        """Delete images (and index entries) of jobs past retention; returns how many jobs were removed."""
+        service, prefix = self.service, self.service.settings.key_prefix
+        if not service.redis.set(f"{prefix}:sweeper-lock", "1", nx=True, ex=max(1, self.interval_seconds)):
+            return 0
+        cutoff = now() - service.settings.job_retention_seconds
+        removed = 0
+        expired: list[bytes] = service.redis.zrangebyscore(index_key(prefix), "-inf", cutoff)  # type: ignore[assignment]
+        for member in expired:
+            job_id = member.decode()
+            if service.store.get(job_id) is None:
+                service.storage.delete_job(job_id)
+                service.redis.zrem(index_key(prefix), job_id)
+                removed += 1
+        root = service.storage.root
+        if root.is_dir():
+            for folder in root.iterdir():
+                if (JOB_ID_PATTERN.match(folder.name) and folder.stat().st_mtime < cutoff
+                        and service.store.get(folder.name) is None):
+                    service.storage.delete_job(folder.name)
+                    removed += 1
+        if removed:
+            log.info("retention sweep", extra={"jobs_removed": removed, "at": time.time()})
+        return removed

@@ -1,0 +1,236 @@
+"""Job lifecycle over real HTTP: SSE progress, cancel, idempotency, priorities, deadlines, listing, deletion."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from contract.records import JobStore
+from tests.conftest import Stack
+from tests.helpers import wait_for
+from tests.integration.test_generation import run_job
+
+STACK_ENV = {"DIFFUSION_MAX_INFERENCE_STEPS": "2000", "DIFFUSION_SSE_KEEPALIVE_SECONDS": "0.5"}
+STACK_MODELS = ("tiny-sd",)
+LONG = 1500  # steps: tens of seconds on the tiny model, so a job stays queued or running while we act
+
+
+def submit(client: httpx.Client, **body: Any) -> dict[str, Any]:
+    response = client.post("/v1/generations", json={"prompt": "p", "num_inference_steps": 2, **body})
+    assert response.status_code == 202, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def job(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    return client.get(f"/v1/generations/{job_id}").json()  # type: ignore[no-any-return]
+
+
+def wait_status(client: httpx.Client, job_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
+    found = wait_for(lambda: (j := job(client, job_id))["status"] in statuses and j, timeout,
+                     f"job to reach {statuses}", interval=0.03)
+    return found  # type: ignore[return-value]
+
+
+def wait_step(client: httpx.Client, job_id: str, step: int) -> dict[str, Any]:
+    found = wait_for(lambda: (j := job(client, job_id))["progress"]["step"] >= step and j, 60,
+                     f"step {step}", interval=0.02)
+    return found  # type: ignore[return-value]
+
+
+@pytest.fixture
+def blocker(stack: Stack) -> Iterator[dict[str, Any]]:
+    """A long job occupying the only worker; canceled afterwards so the worker is free for the next test."""
+    with stack.client() as client:
+        long_job = submit(client, num_inference_steps=LONG)
+        wait_step(client, long_job["id"], 1)
+        yield long_job
+        client.post(f"/v1/generations/{long_job['id']}/cancel")
+
+
+def sse(client: httpx.Client, job_id: str, last_event_id: str | None = None,
+        stop_after: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Read the event stream: (event id, job object) pairs, until it closes or `stop_after` events."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    events: list[tuple[str, dict[str, Any]]] = []
+    event_id = ""
+    with client.stream("GET", f"/v1/generations/{job_id}/events", headers=headers, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("data: "):
+                events.append((event_id, json.loads(line[6:])))
+                if stop_after is not None and len(events) >= stop_after:
+                    break
+    return events
+
+
+def test_sse_streams_every_state_and_closes_after_terminal(stack: Stack) -> None:
+    with stack.client() as client:
+        created = submit(client, num_inference_steps=12)
+        events = [e for _, e in sse(client, created["id"])]
+    statuses = [e["status"] for e in events]
+    assert statuses[0] in ("queued", "running") and statuses[-1] == "succeeded"
+    assert statuses.count("succeeded") == 1
+    stages = [e["progress"]["stage"] for e in events]
+    assert "denoising" in stages and "storing" in stages and stages[-1] == "done"
+    fractions = [e["progress"]["fraction"] for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    steps = [e["progress"]["step"] for e in events if e["progress"]["stage"] == "denoising"]
+    assert steps == sorted(steps) and len(set(steps)) >= 10, "one event per step"
+    assert events[-1]["images"] and events[-1]["images"][0]["url"]
+    assert events[-1] == job(stack.client(), created["id"]), "SSE and GET give the same object"
+
+
+def test_sse_reconnect_with_last_event_id_gets_the_terminal_event(stack: Stack) -> None:
+    with stack.client() as client:
+        created = submit(client, num_inference_steps=120)
+        first = sse(client, created["id"], stop_after=3)  # then the client drops
+        last_id = first[-1][0]
+        rest = sse(client, created["id"], last_event_id=last_id)
+    assert rest[0][0] > last_id and all(e[0] != last_id for e in rest), "resumes after the last event seen"
+    assert rest[-1][1]["status"] == "succeeded"
+
+
+def test_cancel_queued_job_never_runs(stack: Stack, blocker: dict[str, Any]) -> None:
+    store = JobStore(stack.redis, stack.prefix, 3600)
+    with stack.client() as client:
+        victim, bystander = submit(client, prompt="victim"), submit(client, prompt="bystander")
+        response = client.post(f"/v1/generations/{victim['id']}/cancel")
+        assert response.status_code == 202
+        assert response.json()["status"] == "canceled" and response.json()["cancel_reason"] == "client"
+        client.post(f"/v1/generations/{blocker['id']}/cancel")
+        assert wait_status(client, bystander["id"], "succeeded")["status"] == "succeeded"
+    record = store.get(victim["id"])
+    assert record and record.status == "canceled" and record.attempts == 0 and record.started_at is None
+
+
+def test_cancel_running_job_stops_within_a_step(stack: Stack) -> None:
+    store = JobStore(stack.redis, stack.prefix, 3600)
+    with stack.client() as client:
+        running = submit(client, num_inference_steps=LONG)
+        queued_next = submit(client, prompt="next")
+        at = wait_step(client, running["id"], 5)["progress"]["step"]
+        response = client.post(f"/v1/generations/{running['id']}/cancel")
+        assert response.status_code == 202 and response.json()["status"] == "canceled"
+        cancel_seen = job(client, running["id"])["progress"]["step"]
+        # The worker moves on to the next job once it stopped.
+        assert wait_status(client, queued_next["id"], "succeeded")["status"] == "succeeded"
+        final = job(client, running["id"])
+    record = store.get(running["id"])
+    assert final["status"] == "canceled" and final["images"] == []
+    assert record and record.progress
+    # Stopped at the first step boundary after the cancel: at most one step past what the API saw.
+    assert at <= record.progress.step <= cancel_seen + 1 < LONG
+    assert not (stack.storage / running["id"]).exists()
+
+
+def test_cancel_finished_job_is_409(stack: Stack) -> None:
+    with stack.client() as client:
+        done = run_job(client, {"prompt": "done", "num_inference_steps": 2})
+        response = client.post(f"/v1/generations/{done['id']}/cancel")
+    assert response.status_code == 409
+    assert response.json()["error"]["type"] == "conflict" and "succeeded" in response.json()["error"]["message"]
+
+
+def test_idempotent_submits_run_once(stack: Stack) -> None:
+    body = {"prompt": "once", "num_inference_steps": 3, "seed": 9}
+    headers = {"Idempotency-Key": "order-123"}
+    results: list[httpx.Response] = []
+
+    def post() -> None:
+        with stack.client() as client:
+            results.append(client.post("/v1/generations", json=body, headers=headers))
+
+    threads = [threading.Thread(target=post) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {r.status_code for r in results} == {202}
+    assert len({r.json()["id"] for r in results}) == 1
+    assert sum(r.headers.get("idempotent-replayed") == "true" for r in results) == 5
+    job_id = results[0].json()["id"]
+    with stack.client() as client:
+        wait_status(client, job_id, "succeeded")
+        again = client.post("/v1/generations", json=body, headers=headers)
+        assert again.json()["id"] == job_id and again.json()["status"] == "succeeded"
+        other = client.post("/v1/generations", json={**body, "seed": 10}, headers=headers)
+        assert other.status_code == 409 and other.json()["error"]["param"] == "Idempotency-Key"
+    record = JobStore(stack.redis, stack.prefix, 3600).get(job_id)
+    assert record and record.attempts == 1
+
+
+def test_high_priority_overtakes_queued_normal_jobs(stack: Stack, blocker: dict[str, Any]) -> None:
+    with stack.client() as client:
+        normal = [submit(client, prompt=f"n{i}") for i in range(3)]
+        low = submit(client, prompt="low", priority="low")
+        high = submit(client, prompt="high", priority="high")
+        assert job(client, high["id"])["queue_position"] == 0
+        assert job(client, low["id"])["queue_position"] == 4
+        client.post(f"/v1/generations/{blocker['id']}/cancel")
+        finished = [wait_status(client, j["id"], "succeeded") for j in (high, *normal, low)]
+    started = [j["started_at"] for j in finished]
+    assert started == sorted(started), "order: high, then normal in submission order, then low"
+
+
+def test_deadline_expiry_never_starts_the_job(stack: Stack, blocker: dict[str, Any]) -> None:
+    store = JobStore(stack.redis, stack.prefix, 3600)
+    with stack.client() as client:
+        late = submit(client, deadline_seconds=1)
+        assert late["deadline_at"]
+        ended = wait_status(client, late["id"], "canceled", timeout=10)
+        assert ended["cancel_reason"] == "deadline"
+        client.post(f"/v1/generations/{blocker['id']}/cancel")
+        after = submit(client, prompt="after")
+        wait_status(client, after["id"], "succeeded")
+    record = store.get(late["id"])
+    assert record and record.started_at is None and record.attempts == 0
+
+
+def test_timeout_seconds_stops_a_long_job(stack: Stack) -> None:
+    with stack.client() as client:
+        ended = run_job(client, {"prompt": "slow", "num_inference_steps": LONG, "timeout_seconds": 1})
+    assert ended["status"] == "failed" and ended["error"]["type"] == "timeout"
+    assert ended["progress"]["step"] < LONG
+
+
+def test_list_newest_first_with_status_filter_and_cursor(stack: Stack) -> None:
+    with stack.client() as client:
+        made = [run_job(client, {"prompt": f"list {i}", "num_inference_steps": 2})["id"] for i in range(3)]
+        page = client.get("/v1/generations", params={"limit": 2}).json()
+        assert [j["id"] for j in page["data"]] == made[::-1][:2]
+        rest = client.get("/v1/generations", params={"limit": 2, "cursor": page["next_cursor"]}).json()
+        assert rest["data"][0]["id"] == made[0]
+        canceled = client.get("/v1/generations", params={"status": "canceled", "limit": 100}).json()["data"]
+        assert all(j["status"] == "canceled" for j in canceled)
+        assert client.get("/v1/generations", params={"status": "bogus"}).status_code == 422
+
+
+def test_delete_removes_job_and_images(stack: Stack) -> None:
+    with stack.client() as client:
+        done = run_job(client, {"prompt": "delete me", "num_inference_steps": 2})
+        assert (stack.storage / done["id"]).is_dir()
+        assert client.delete(f"/v1/generations/{done['id']}").status_code == 204
+        assert client.get(f"/v1/generations/{done['id']}").status_code == 404
+        assert client.get(done["images"][0]["url"]).status_code == 404
+        assert not (stack.storage / done["id"]).exists()
+        running = submit(client, num_inference_steps=LONG)
+        wait_step(client, running["id"], 1)
+        assert client.delete(f"/v1/generations/{running['id']}").status_code == 409
+        client.post(f"/v1/generations/{running['id']}/cancel")
+
+
+def test_queued_job_has_an_eta_after_measurements(stack: Stack, blocker: dict[str, Any]) -> None:
+    with stack.client() as client:
+        first, second = submit(client, num_inference_steps=20), submit(client, num_inference_steps=20)
+        a, b = job(client, first["id"]), job(client, second["id"])
+        client.post(f"/v1/generations/{blocker['id']}/cancel")
+    assert a["estimated_start_at"] and b["estimated_start_at"]
+    assert a["estimated_start_at"] < b["estimated_start_at"] < b["estimated_finish_at"]
