@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+import ipaddress
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from contract.settings import CommonSettings
 
@@ -34,6 +36,12 @@ class ApiSettings(CommonSettings):
     default_guidance_scale: float = Field(default=7.5, ge=0)
 
     job_retries: int = Field(default=2, ge=0, le=10)
+    webhook_secret: SecretStr | None = None
+    webhook_allowed_networks: list[str] = Field(default_factory=list)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
+    webhook_retry_window_seconds: int = Field(default=7200, ge=0)
+    webhook_senders: int = Field(default=8, ge=1)
     sweep_interval_seconds: int = Field(default=300, ge=1)
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
     redis_timeout_seconds: float = Field(default=3.0, gt=0)
@@ -45,6 +53,13 @@ class ApiSettings(CommonSettings):
         if self.min_image_side % 8 or self.max_image_side % 8:
             raise ValueError("image side bounds must be multiples of 8")
         return self
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            ipaddress.ip_network(network)  # raises ValueError, reported with the variable name
+        return networks
 
     @property
     def models(self) -> list[str]:

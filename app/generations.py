@@ -19,7 +19,7 @@ from rq.job import JobStatus as RqStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from app import eta
+from app import eta, webhooks
 from app.config import ApiSettings
 from app.errors import Conflict, InvalidRequest, NotFound, QueueFull, ServiceUnavailable
 from app.schemas import GenerationCreate
@@ -35,10 +35,19 @@ from contract.jobs import (
     Priority,
     Progress,
     Stage,
+    WebhookEvent,
     now,
 )
 from contract.logs import prompt_digest
-from contract.queues import GENERATE_FUNCTION, PRIORITIES, idempotency_key, index_key, model_info_key, queue_name
+from contract.queues import (
+    GENERATE_FUNCTION,
+    PRIORITIES,
+    idempotency_key,
+    index_key,
+    model_info_key,
+    queue_name,
+    webhook_log_key,
+)
 from contract.records import JobStore
 from contract.storage import JOB_ID_PATTERN, LocalStorage
 
@@ -93,6 +102,15 @@ class GenerationService:
         check_limits(params, s)
         if body.timeout_seconds is not None and body.timeout_seconds > s.job_timeout_seconds:
             raise InvalidRequest(f"timeout_seconds must be at most {s.job_timeout_seconds}", "timeout_seconds")
+        if body.webhook_events is not None and body.webhook_url is None:
+            raise InvalidRequest("webhook_events needs a webhook_url", "webhook_events")
+        if body.webhook_url is not None:
+            if s.webhook_secret is None:
+                raise InvalidRequest("webhooks are not enabled on this server (no signing secret)", "webhook_url")
+            try:
+                webhooks.check_url(body.webhook_url, s.webhook_allowed_networks)
+            except webhooks.WebhookRefused as exc:
+                raise InvalidRequest(str(exc), "webhook_url") from None
         return model, params
 
     def submit(self, body: GenerationCreate, idempotency: str | None = None) -> tuple[JobRecord, bool]:
@@ -139,7 +157,9 @@ class GenerationService:
         start_by = created + body.deadline_seconds if body.deadline_seconds else None
         record = JobRecord(id=job_id, model=model, status=JobStatus.QUEUED, params=params, created_at=created,
                            priority=body.priority, start_by=start_by, timeout_seconds=body.timeout_seconds,
-                           progress=Progress.at(Stage.QUEUED, 0, params.num_inference_steps))
+                           progress=Progress.at(Stage.QUEUED, 0, params.num_inference_steps),
+                           webhook_url=body.webhook_url,
+                           webhook_events=(body.webhook_events or [WebhookEvent.COMPLETED]) if body.webhook_url else [])
         payload = JobPayload(job_id=job_id, model=model, params=params, created_at=created, start_by=start_by,
                              timeout_seconds=body.timeout_seconds)
         with self.redis.pipeline(transaction=True) as pipe:
@@ -208,6 +228,11 @@ class GenerationService:
         self.queue(record.model, record.priority).remove(record.id)
         with contextlib.suppress(NoSuchJobError):
             Job.fetch(record.id, connection=self.redis, serializer=JSONSerializer).delete()
+
+    def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's webhook delivery log, oldest first."""
+        raw: list[bytes] = self.redis.lrange(webhook_log_key(self.settings.key_prefix, job_id), 0, -1)  # type: ignore[assignment]
+        return [json.loads(entry) for entry in raw]
 
     def delete(self, job_id: str) -> None:
         """Remove a finished job, its events and its images."""

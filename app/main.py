@@ -17,8 +17,10 @@ from app.generations import GenerationService
 from app.metrics import ApiMetrics, QueueCollector
 from app.middleware import BodyLimit, RequestContext
 from app.routes import generations, health, images
+from app.routes.generations import Renderer
 from app.signing import UrlSigner
 from app.sweeper import Sweeper
+from app.webhooks import WebhookDispatcher
 from contract import logs
 from contract.settings import load_settings
 from contract.storage import LocalStorage
@@ -44,13 +46,19 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     storage = LocalStorage(settings.storage_dir)
     service = GenerationService(redis, settings, storage)
     sweeper = Sweeper(service, settings.sweep_interval_seconds)
+    metrics = ApiMetrics()
+    signer = UrlSigner(secret, settings.image_url_ttl_seconds)
+    base_url = settings.public_base_url or f"http://{settings.host}:{settings.port}"
+    dispatcher = WebhookDispatcher(service, Renderer(service, signer, base_url).at_state, settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper.start()
+        dispatcher.start()
         try:
             yield
         finally:
+            dispatcher.stop()
             sweeper.stop()
             await app.state.async_redis.aclose()
 
@@ -60,12 +68,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version=VERSION,
         description="Queue text-to-image generations, poll their status, download the images by signed URL.",
     )
-    metrics = ApiMetrics()
     metrics.watch_queues(QueueCollector(settings.models, service.depth, service.ready_workers))
     app.state.settings = settings
     app.state.service = service
     app.state.metrics = metrics
-    app.state.signer = UrlSigner(secret, settings.image_url_ttl_seconds)
+    app.state.signer = signer
     app.state.storage = storage
     # SSE streams block on XREAD: they get their own async connections, without a read timeout.
     app.state.async_redis = AsyncRedis.from_url(settings.redis_url,

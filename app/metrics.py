@@ -52,6 +52,13 @@ class ApiMetrics:
             f"{PREFIX}_jobs_rejected_total", "Generation requests refused before queueing, by reason.", ["reason"],
             registry=self.registry)
 
+        self.webhook_deliveries = Counter(
+            f"{PREFIX}_webhook_deliveries_total", "Webhook delivery attempts by event and outcome "
+            "(delivered, retrying, failed, timeout, error, refused).", ["event", "outcome"], registry=self.registry)
+        self.webhook_duration = Histogram(
+            f"{PREFIX}_webhook_delivery_duration_seconds", "Time for a webhook receiver to answer.",
+            buckets=HTTP_BUCKETS, registry=self.registry)
+
     def watch_queues(self, collector: QueueCollector) -> None:
         """Export queue depth and ready workers through `collector`."""
         self.registry.register(collector)

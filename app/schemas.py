@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contract.jobs import SEED_MODULUS, CancelReason, JobErrorType, JobStatus, Priority, Stage
+from contract.jobs import SEED_MODULUS, CancelReason, JobErrorType, JobStatus, Priority, Stage, WebhookEvent
 
 
 class GenerationCreate(BaseModel):
@@ -29,6 +29,10 @@ class GenerationCreate(BaseModel):
     deadline_seconds: int | None = Field(default=None, ge=1, description="Time-to-start: if the job has not "
                                          "started this many seconds after submission it ends `canceled` (deadline).")
     timeout_seconds: int | None = Field(default=None, ge=1, description="Running-time limit, checked every step.")
+    webhook_url: str | None = Field(default=None, max_length=2048, description="Called (signed, Standard "
+                                    "Webhooks) on the events in `webhook_events`.")
+    webhook_events: list[WebhookEvent] | None = Field(default=None, max_length=3,
+                                                      description="Default: [\"completed\"].")
 
 
 class ResolvedParams(BaseModel):
@@ -92,6 +96,26 @@ class JobView(BaseModel):
     images: list[ImageView] = Field(default_factory=list)
     error: ErrorView | None = None
     cancel_reason: CancelReason | None = None
+    webhook: WebhookView | None = None
+
+
+class WebhookDelivery(BaseModel):
+    """One delivery attempt and its outcome."""
+
+    webhook_id: str
+    event: WebhookEvent
+    attempt: int
+    at: datetime
+    outcome: str
+    detail: str
+
+
+class WebhookView(BaseModel):
+    """The job's webhook and its delivery log."""
+
+    url: str
+    events: list[WebhookEvent]
+    deliveries: list[WebhookDelivery] = Field(default_factory=list)
 
 
 class JobList(BaseModel):

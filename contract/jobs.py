@@ -51,6 +51,14 @@ class CancelReason(StrEnum):
     DEADLINE = "deadline"
 
 
+class WebhookEvent(StrEnum):
+    """What a webhook subscribes to: a job's start, its progress (at most one a second), its end."""
+
+    STARTED = "started"
+    PROGRESS = "progress"
+    COMPLETED = "completed"
+
+
 class JobErrorType(StrEnum):
     """Closed set of reasons a job fails, shown to clients as `error.type`."""
 
@@ -155,6 +163,8 @@ class JobRecord(BaseModel):
     start_by: float | None = None
     timeout_seconds: int | None = None
     cancel_reason: CancelReason | None = None
+    webhook_url: str | None = None
+    webhook_events: list[WebhookEvent] = Field(default_factory=list)
 
 
 def now() -> float:

@@ -49,3 +49,18 @@ def idempotency_key(prefix: str, digest: str) -> str:
 def step_rate_key(prefix: str, model: str) -> str:
     """Measured seconds per step and megapixel-image, and per-job overhead, of a model (for ETAs)."""
     return f"{prefix}:rate:{model}"
+
+
+def webhook_stream_key(prefix: str) -> str:
+    """Redis stream of state changes of jobs that have a webhook; the API's dispatcher consumes it."""
+    return f"{prefix}:webhook-events"
+
+
+def webhook_retry_key(prefix: str) -> str:
+    """Sorted set of webhook deliveries waiting for a retry, scored by when they are due."""
+    return f"{prefix}:webhook-retries"
+
+
+def webhook_log_key(prefix: str, job_id: str) -> str:
+    """Redis list of a job's webhook delivery attempts and their outcomes."""
+    return f"{prefix}:webhook-log:{job_id}"

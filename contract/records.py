@@ -24,9 +24,9 @@ from contract.jobs import (
     Stage,
     now,
 )
-from contract.queues import events_key, index_key, job_key
+from contract.queues import events_key, index_key, job_key, webhook_stream_key
 
-# KEYS[1] = job hash, KEYS[2] = event stream; ARGV[1] = JSON list of statuses the job may move
+# KEYS[1] = job hash, KEYS[2] = event stream, KEYS[3] = webhook stream; ARGV[1] = JSON list of statuses the job may move
 # from, ARGV[2] = TTL seconds (0 = keep), ARGV[3] = field to increment ("" for none),
 # ARGV[4] = max events kept, ARGV[5..] = field/value pairs (values JSON).
 _TRANSITION = """
@@ -45,7 +45,12 @@ local parts = {}
 for i, name in ipairs(names) do
   if values[i] then table.insert(parts, '"' .. name .. '":' .. values[i]) end
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'state', '{' .. table.concat(parts, ',') .. '}')
+local state = '{' .. table.concat(parts, ',') .. '}'
+local event_id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'state', state)
+local hook = redis.call('HGET', KEYS[1], 'webhook_url')
+if hook and hook ~= 'null' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '100000', '*', 'job', KEYS[1], 'event', event_id, 'state', state)
+end
 if tonumber(ARGV[2]) > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -107,7 +112,8 @@ class JobStore:
         args: list[str | int] = [json.dumps([s.value for s in allowed_from]), ttl_seconds, increment, MAX_EVENTS]
         for name, value in fields.items():
             args += [name, json.dumps(value)]
-        return bool(self._transition(keys=[self.key(job_id), self.events(job_id)], args=args) == 1)
+        keys = [self.key(job_id), self.events(job_id), webhook_stream_key(self.prefix)]
+        return bool(self._transition(keys=keys, args=args) == 1)
 
     def mark_running(self, job_id: str, worker: str, total_steps: int) -> bool:
         """A worker took the job (again, after a lost worker); counts the attempt."""

@@ -23,6 +23,8 @@ from app.schemas import (
     JobView,
     ProgressView,
     ResolvedParams,
+    WebhookDelivery,
+    WebhookView,
     maybe_timestamp,
     timestamp,
 )
@@ -60,7 +62,19 @@ class Renderer:
             images=self._images(record),
             error=ErrorView(**record.error.model_dump()) if record.error else None,
             cancel_reason=record.cancel_reason,
+            webhook=self._webhook(record),
         )
+
+    def at_state(self, record: JobRecord, state: dict[str, Any]) -> JobView:
+        """The job object as of one event: the record, with that event's status and progress."""
+        known = {k: v for k, v in state.items() if k in JobRecord.model_fields and v is not None}
+        return self(record.model_validate({**record.model_dump(), **known}))
+
+    def _webhook(self, record: JobRecord) -> WebhookView | None:
+        if not record.webhook_url:
+            return None
+        deliveries = [WebhookDelivery(**{**d, "at": timestamp(d["at"])}) for d in self.service.deliveries(record.id)]
+        return WebhookView(url=record.webhook_url, events=record.webhook_events, deliveries=deliveries)
 
     def _images(self, record: JobRecord) -> list[ImageView]:
         if record.status != JobStatus.SUCCEEDED:
@@ -194,7 +208,4 @@ async def _events(request: Request, service: GenerationService, render: Renderer
 def _view_at(service: GenerationService, render: Renderer, job_id: str, state: dict[str, Any]) -> JobView | None:
     """The job object as of one event: the record, with the event's status and progress."""
     record = service.store.get(job_id)
-    if record is None:
-        return None
-    known = {k: v for k, v in state.items() if k in JobRecord.model_fields and v is not None}
-    return render(record.model_validate({**record.model_dump(), **known}))
+    return None if record is None else render.at_state(record, state)
