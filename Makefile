@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[api,worker,dev]'
+	$(PY) -m pip install -q -e '.[api,worker,client,dev]'
 	touch $@
 
 run: install ## start Redis, a worker on the default model and the API; generate once; serve until Ctrl-C
@@ -29,7 +29,7 @@ test: install ## run the test suite (starts its own redis-server, API and worker
 	$(PY) -m pytest
 
 lint: install ## ruff
-	$(VENV)/bin/ruff check app worker contract tests scripts benchmarks
+	$(VENV)/bin/ruff check app worker contract diffusion_client tests scripts benchmarks
 
 typecheck: install ## mypy --strict on app, worker and contract
 	$(VENV)/bin/mypy
