@@ -158,10 +158,10 @@ class GenerationService:
         record = JobRecord(id=job_id, model=model, status=JobStatus.QUEUED, params=params, created_at=created,
                            priority=body.priority, start_by=start_by, timeout_seconds=body.timeout_seconds,
                            progress=Progress.at(Stage.QUEUED, 0, params.num_inference_steps),
-                           webhook_url=body.webhook_url,
+                           webhook_url=body.webhook_url, preview_every=body.stream_previews,
                            webhook_events=(body.webhook_events or [WebhookEvent.COMPLETED]) if body.webhook_url else [])
         payload = JobPayload(job_id=job_id, model=model, params=params, created_at=created, start_by=start_by,
-                             timeout_seconds=body.timeout_seconds)
+                             timeout_seconds=body.timeout_seconds, preview_every=body.stream_previews)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.multi()  # explicit MULTI first: RQ adds its commands to the same transaction
             self.store.create(record, pipe)

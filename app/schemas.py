@@ -29,6 +29,8 @@ class GenerationCreate(BaseModel):
     deadline_seconds: int | None = Field(default=None, ge=1, description="Time-to-start: if the job has not "
                                          "started this many seconds after submission it ends `canceled` (deadline).")
     timeout_seconds: int | None = Field(default=None, ge=1, description="Running-time limit, checked every step.")
+    stream_previews: int | None = Field(default=None, ge=1, description="Every this many steps, a small preview "
+                                       "of the current latents (a JPEG data URL) rides on the progress event.")
     webhook_url: str | None = Field(default=None, max_length=2048, description="Called (signed, Standard "
                                     "Webhooks) on the events in `webhook_events`.")
     webhook_events: list[WebhookEvent] | None = Field(default=None, max_length=3,
@@ -97,6 +99,7 @@ class JobView(BaseModel):
     error: ErrorView | None = None
     cancel_reason: CancelReason | None = None
     webhook: WebhookView | None = None
+    preview: str | None = Field(default=None, description="Latest latent preview (data URL), with stream_previews.")
 
 
 class WebhookDelivery(BaseModel):

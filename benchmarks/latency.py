@@ -76,6 +76,12 @@ def bench_service(model: Path, steps: int, runs: int, tmp: Path) -> None:
                 client.get(job["images"][0]["url"]).raise_for_status()
                 observed.append(time.perf_counter() - started)
                 inside.append(_seconds(job["finished_at"]) - _seconds(job["created_at"]))
+            eta_errors = measure_eta(client, runs)
+        print(f"ETA at submission for {len(eta_errors)} jobs queued behind each other (steps 5..40 mixed): "
+              f"finish error median {statistics.median(abs(e) for e, _ in eta_errors) * 1e3:.0f} ms, "
+              f"p95 {pct([abs(e) for e, _ in eta_errors], 0.95) * 1e3:.0f} ms; relative to the wait, median "
+              f"{statistics.median(abs(r) for _, r in eta_errors):.1%} (positive = finished later than estimated: "
+              f"{', '.join(f'{e * 1e3:+.0f}' for e, _ in eta_errors)} ms)")
         print(f"service end to end ({runs} jobs one after another, {steps} steps): client-observed submit -> "
               f"image downloaded median {statistics.median(observed) * 1e3:.1f} ms, "
               f"p95 {pct(observed, 0.95) * 1e3:.1f} ms; "
@@ -84,6 +90,26 @@ def bench_service(model: Path, steps: int, runs: int, tmp: Path) -> None:
         worker.stop()
         api.stop()
         server.stop()
+
+
+def measure_eta(client: httpx.Client, count: int) -> list[tuple[float, float]]:
+    """Queue `count` jobs of mixed sizes at once; compare each one's ETA at submission with its real finish."""
+    steps = [5 + (7 * i) % 36 for i in range(count)]
+    submitted = []
+    for n in steps:
+        job = client.post("/v1/generations", json={"prompt": "eta", "num_inference_steps": n}).json()
+        submitted.append((job["id"], job["estimated_finish_at"], _seconds(job["created_at"])))
+    errors = []
+    for job_id, estimate, created in submitted:
+        job = client.get(f"/v1/generations/{job_id}").json()
+        while job["status"] in ("queued", "running"):
+            time.sleep(0.01)
+            job = client.get(f"/v1/generations/{job_id}").json()
+        if estimate is None:
+            continue  # the job started at once: no estimate was made
+        error = _seconds(job["finished_at"]) - _seconds(estimate)
+        errors.append((error, error / max(1e-3, _seconds(job["finished_at"]) - created)))
+    return errors
 
 
 def _seconds(iso: str) -> float:

@@ -101,6 +101,7 @@ class JobPayload(BaseModel):
     created_at: float
     start_by: float | None = None
     timeout_seconds: int | None = None
+    preview_every: int | None = None
 
 
 class ImageRecord(BaseModel):
@@ -165,6 +166,8 @@ class JobRecord(BaseModel):
     cancel_reason: CancelReason | None = None
     webhook_url: str | None = None
     webhook_events: list[WebhookEvent] = Field(default_factory=list)
+    preview_every: int | None = None
+    preview: str | None = None
 
 
 def now() -> float:

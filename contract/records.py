@@ -45,6 +45,9 @@ local parts = {}
 for i, name in ipairs(names) do
   if values[i] then table.insert(parts, '"' .. name .. '":' .. values[i]) end
 end
+for i = 5, #ARGV, 2 do  -- a preview image rides only on the event that brought it
+  if ARGV[i] == 'preview' then table.insert(parts, '"preview":' .. ARGV[i + 1]) end
+end
 local state = '{' .. table.concat(parts, ',') .. '}'
 local event_id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'state', state)
 local hook = redis.call('HGET', KEYS[1], 'webhook_url')
@@ -125,9 +128,12 @@ class JobStore:
         }
         return self.transition(job_id, ACTIVE, fields, increment="attempts")
 
-    def set_progress(self, job_id: str, progress: Progress) -> bool:
-        """Record progress; False once the job is no longer running (canceled): the worker then stops."""
-        return self.transition(job_id, (JobStatus.RUNNING,), {"progress": progress.model_dump(mode="json")})
+    def set_progress(self, job_id: str, progress: Progress, preview: str | None = None) -> bool:
+        """Record progress (and a preview data URL); False once the job is no longer running: the worker stops."""
+        fields: dict[str, Any] = {"progress": progress.model_dump(mode="json")}
+        if preview is not None:
+            fields["preview"] = preview
+        return self.transition(job_id, (JobStatus.RUNNING,), fields)
 
     def succeed(self, job_id: str, images: list[ImageRecord], total_steps: int) -> bool:
         """End the job with its stored images; starts the retention clock."""

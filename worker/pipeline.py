@@ -26,6 +26,11 @@ from worker.config import WorkerSettings
 log = logging.getLogger(__name__)
 
 StepHook = Callable[[int, int, float], bool]  # (steps done, total steps, step seconds) -> keep going?
+PreviewHook = Callable[[int, Any], None]  # (steps done, latents of the batch)
+
+# Linear map from Stable Diffusion 1.x/2.x latents to RGB: a cheap preview, no VAE decode.
+SD_LATENT_RGB = ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721),
+                 (-0.2120, -0.2616, -0.7177))
 
 
 class ModelLoadError(RuntimeError):
@@ -185,16 +190,19 @@ class WarmPipeline:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def generate(self, params: GenerationParams, on_step: StepHook) -> list[np.ndarray]:
-        """Denoise and decode; returns HxWx3 uint8 arrays. `on_step` returning False stops at that step."""
+    def generate(self, params: GenerationParams, on_step: StepHook, on_preview: PreviewHook | None = None,
+                 preview_every: int = 0) -> list[np.ndarray]:
+        """Denoise and decode; returns HxWx3 uint8 arrays. `on_step` returning False stops at that step;
+        `on_preview` gets the latents every `preview_every` steps."""
         seeds = [params.image_seed(k) for k in range(params.num_images)]
         batches = [seeds] if self.settings.batch_images else [[s] for s in seeds]
         images: list[np.ndarray] = []
         for batch in batches:
-            images.extend(self._run(params, batch, on_step))
+            images.extend(self._run(params, batch, on_step, on_preview, preview_every))
         return images
 
-    def _run(self, params: GenerationParams, seeds: list[int], on_step: StepHook) -> list[np.ndarray]:
+    def _run(self, params: GenerationParams, seeds: list[int], on_step: StepHook, on_preview: PreviewHook | None,
+             preview_every: int) -> list[np.ndarray]:
         pipe = self._job_pipeline()
         # CPU generators: the same seed gives the same starting noise on every device.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
@@ -203,6 +211,8 @@ class WarmPipeline:
             total = int(getattr(p, "_num_timesteps", None) or params.num_inference_steps)
             if not on_step(index + 1, total, self.clock.lap()):
                 p._interrupt = True
+            elif on_preview is not None and preview_every and (index + 1) % preview_every == 0 and index + 1 < total:
+                on_preview(index + 1, tensors.get("latents"))
             return tensors
 
         self.clock.lap()  # discard time since the last job
@@ -236,3 +246,20 @@ class WarmPipeline:
         return {"allocated": torch.cuda.memory_allocated(self.runtime.device),
                 "reserved": torch.cuda.memory_reserved(self.runtime.device),
                 "peak_allocated": torch.cuda.max_memory_allocated(self.runtime.device)}
+
+
+def latent_preview(latents: Any, max_side: int = 128) -> np.ndarray | None:
+    """A rough RGB picture of the first image's latents (HxWx3 uint8), or None for packed latents."""
+    if latents is None or latents.ndim != 4:
+        return None
+    first = latents[0].float().cpu()
+    if first.shape[0] == len(SD_LATENT_RGB):
+        rgb = torch.einsum("chw,cr->hwr", first, torch.tensor(SD_LATENT_RGB))
+        rgb = ((rgb + 1) / 2).clamp(0, 1)
+    else:  # no known map: the first three channels, each stretched to [0, 1]
+        rgb = first[:3].permute(1, 2, 0)
+        low, high = rgb.amin(dim=(0, 1)), rgb.amax(dim=(0, 1))
+        rgb = (rgb - low) / (high - low + 1e-6)
+    array = (rgb.numpy() * 255).round().astype(np.uint8)
+    scale = max(1, max(array.shape[:2]) // max_side)
+    return array[::scale, ::scale]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import time
@@ -17,7 +18,7 @@ from contract.queues import step_rate_key
 from contract.records import JobStore
 from contract.storage import LocalStorage, content_type_of, image_key
 from worker import metrics
-from worker.pipeline import BadOutput, WarmPipeline
+from worker.pipeline import BadOutput, WarmPipeline, latent_preview
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +115,17 @@ class Runner:
             timed_out = time.monotonic() > deadline
             return not timed_out
 
+        def on_preview(done: int, latents: object) -> None:
+            picture = latent_preview(latents)
+            if picture is not None:
+                data = base64.b64encode(encode_jpeg(picture)).decode()
+                total = params.num_inference_steps
+                self.store.set_progress(payload.job_id, Progress.at(Stage.DENOISING, done, total),
+                                        preview=f"data:image/jpeg;base64,{data}")
+
         started = time.perf_counter()
         try:
-            pixels = self.warm.generate(params, on_step)
+            pixels = self.warm.generate(params, on_step, on_preview, payload.preview_every or 0)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             raise JobFailed(JobErrorType.OUT_OF_MEMORY,
@@ -181,4 +190,11 @@ def encode_png(array: np.ndarray, compress_level: int) -> bytes:
     """PNG bytes of an HxWx3 uint8 array."""
     buffer = io.BytesIO()
     Image.fromarray(array, mode="RGB").save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+def encode_jpeg(array: np.ndarray, quality: int = 70) -> bytes:
+    """JPEG bytes of an HxWx3 uint8 array (previews: small and fast to encode)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode="RGB").save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()

@@ -63,12 +63,14 @@ class Renderer:
             error=ErrorView(**record.error.model_dump()) if record.error else None,
             cancel_reason=record.cancel_reason,
             webhook=self._webhook(record),
+            preview=record.preview if record.status == JobStatus.RUNNING else None,
         )
 
     def at_state(self, record: JobRecord, state: dict[str, Any]) -> JobView:
         """The job object as of one event: the record, with that event's status and progress."""
         known = {k: v for k, v in state.items() if k in JobRecord.model_fields and v is not None}
-        return self(record.model_validate({**record.model_dump(), **known}))
+        # A preview belongs to the one event that brought it, not to every later one.
+        return self(record.model_validate({**record.model_dump(), **known, "preview": state.get("preview")}))
 
     def _webhook(self, record: JobRecord) -> WebhookView | None:
         if not record.webhook_url:

@@ -234,3 +234,20 @@ def test_queued_job_has_an_eta_after_measurements(stack: Stack, blocker: dict[st
         client.post(f"/v1/generations/{blocker['id']}/cancel")
     assert a["estimated_start_at"] and b["estimated_start_at"]
     assert a["estimated_start_at"] < b["estimated_start_at"] < b["estimated_finish_at"]
+
+
+def test_stream_previews_ride_on_progress_events(stack: Stack) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    with stack.client() as client:
+        created = submit(client, num_inference_steps=10, stream_previews=2)
+        events = [e for _, e in sse(client, created["id"])]
+    previews = [(e["progress"]["step"], e["preview"]) for e in events if e.get("preview")]
+    assert [step for step, _ in previews] == [2, 4, 6, 8]
+    header, data = previews[0][1].split(",", 1)
+    assert header == "data:image/jpeg;base64"
+    assert Image.open(io.BytesIO(base64.b64decode(data))).size == (32, 32)  # the 64 px model's 32x32 latents
+    assert events[-1]["preview"] is None
