@@ -193,9 +193,7 @@ class GenerationService:
 
     def _reconcile(self, record: JobRecord) -> JobRecord:
         if record.status == JobStatus.QUEUED and record.start_by is not None and now() > record.start_by:
-            # Missed its time-to-start: end it here so it never reaches a GPU.
-            if self.store.cancel(record.id, CancelReason.DEADLINE, only_queued=True):
-                self._drop_rq_job(record)
+            self.expire(record)
             return self.store.get(record.id) or record
         try:
             rq_status = Job.fetch(record.id, connection=self.redis, serializer=JSONSerializer).get_status()
@@ -212,6 +210,14 @@ class GenerationService:
             queued = Progress.at(Stage.QUEUED, 0, record.params.num_inference_steps)
             return record.model_copy(update={"status": JobStatus.QUEUED, "progress": queued})
         return record
+
+    def expire(self, record: JobRecord) -> bool:
+        """End a queued job that missed its time-to-start, so it never reaches a GPU."""
+        if not self.store.cancel(record.id, CancelReason.DEADLINE, only_queued=True):
+            return False
+        self._drop_rq_job(record)
+        log.info("job missed its start deadline", extra={"job_id": record.id})
+        return True
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued job (it never runs) or a running one (it stops at the next step boundary)."""

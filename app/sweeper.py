@@ -1,8 +1,10 @@
-"""Retention: a background thread that deletes the images of jobs past retention, so disk use stays bounded.
+"""Housekeeping thread of the API: start deadlines every second, retention every sweep interval.
 
-Job records expire in Redis by themselves (their TTL starts when the job ends); images live on a
-filesystem with no TTL, so this removes every job directory older than retention whose record is
-gone. A Redis lock lets one API replica sweep at a time.
+Deadlines: a queued job whose time-to-start passed is canceled (reason `deadline`) as soon as it
+passes, not only when a worker or a client next looks at it. Retention: job records expire in
+Redis by themselves (their TTL starts when the job ends); images live on a filesystem with no TTL,
+so the sweep removes every job directory older than retention whose record is gone. Redis locks
+let one API replica do each at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from contract.queues import index_key
 from contract.storage import JOB_ID_PATTERN
 
 log = logging.getLogger(__name__)
+
+DEADLINE_TICK_SECONDS = 1.0
 
 
 class Sweeper:

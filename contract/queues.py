@@ -64,3 +64,8 @@ def webhook_retry_key(prefix: str) -> str:
 def webhook_log_key(prefix: str, job_id: str) -> str:
     """Redis list of a job's webhook delivery attempts and their outcomes."""
     return f"{prefix}:webhook-log:{job_id}"
+
+
+def deadlines_key(prefix: str) -> str:
+    """Sorted set of queued jobs with a time-to-start deadline, scored by that deadline."""
+    return f"{prefix}:deadlines"

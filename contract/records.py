@@ -24,7 +24,7 @@ from contract.jobs import (
     Stage,
     now,
 )
-from contract.queues import events_key, index_key, job_key, webhook_stream_key
+from contract.queues import deadlines_key, events_key, index_key, job_key, webhook_stream_key
 
 # KEYS[1] = job hash, KEYS[2] = event stream, KEYS[3] = webhook stream; ARGV[1] = JSON list of statuses the job may move
 # from, ARGV[2] = TTL seconds (0 = keep), ARGV[3] = field to increment ("" for none),
@@ -94,6 +94,8 @@ class JobStore:
                  if record.progress else None, "attempts": 0}
         pipe.xadd(self.events(record.id), {"state": json.dumps(state)}, maxlen=MAX_EVENTS, approximate=True)
         pipe.zadd(index_key(self.prefix), {record.id: record.created_at})
+        if record.start_by is not None:
+            pipe.zadd(deadlines_key(self.prefix), {record.id: record.start_by})
 
     def get(self, job_id: str) -> JobRecord | None:
         """The record, or None once it is unknown or past retention."""
