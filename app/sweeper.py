@@ -14,8 +14,8 @@ import threading
 import time
 
 from app.generations import GenerationService
-from contract.jobs import now
-from contract.queues import index_key
+from contract.jobs import JobStatus, now
+from contract.queues import deadlines_key, index_key
 from contract.storage import JOB_ID_PATTERN
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ DEADLINE_TICK_SECONDS = 1.0
 
 
 class Sweeper:
-    """Runs `sweep()` every `interval_seconds` on a daemon thread."""
+    """On a daemon thread: `expire_deadlines()` every second, `sweep()` every `interval_seconds`."""
 
     def __init__(self, service: GenerationService, interval_seconds: int) -> None:
         self.service = service
@@ -44,11 +44,29 @@ class Sweeper:
             self._thread.join(timeout=5)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_seconds):
+        next_sweep = time.monotonic() + self.interval_seconds
+        while not self._stop.wait(DEADLINE_TICK_SECONDS):
             try:
-                self.sweep()
-            except Exception:
-                log.warning("retention sweep failed", exc_info=True)
+                self.expire_deadlines()
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + self.interval_seconds
+                    self.sweep()
+            except Exception:  # Redis may be down for a while; try again next time
+                log.warning("housekeeping failed", exc_info=True)
+
+    def expire_deadlines(self) -> int:
+        """Cancel queued jobs whose start deadline passed; returns how many."""
+        service, prefix = self.service, self.service.settings.key_prefix
+        if not service.redis.set(f"{prefix}:deadline-lock", "1", nx=True, px=int(DEADLINE_TICK_SECONDS * 900)):
+            return 0
+        due: list[bytes] = service.redis.zrangebyscore(deadlines_key(prefix), "-inf", now())  # type: ignore[assignment]
+        canceled = 0
+        for member in due:
+            service.redis.zrem(deadlines_key(prefix), member)
+            record = service.store.get(member.decode())
+            if record is not None and record.status == JobStatus.QUEUED:
+                canceled += service.expire(record)
+        return canceled
 
     def sweep(self) -> int:
         """Delete images (and index entries) of jobs past retention; returns how many jobs were removed."""
