@@ -99,8 +99,13 @@ class GenerationService:
                             else defaults.get("guidance_scale", s.default_guidance_scale)),
             seed=body.seed if body.seed is not None else secrets.randbelow(SEED_MODULUS),
             num_images=body.num_images,
+            scheduler=body.scheduler or defaults.get("scheduler"),
         )
         check_limits(params, s)
+        valid = defaults.get("schedulers")
+        if body.scheduler is not None and valid is not None and body.scheduler not in valid:
+            raise InvalidRequest(f"scheduler {body.scheduler!r} does not fit model {model!r}; valid: "
+                                 f"{', '.join(valid)}", "scheduler")
         if body.timeout_seconds is not None and body.timeout_seconds > s.job_timeout_seconds:
             raise InvalidRequest(f"timeout_seconds must be at most {s.job_timeout_seconds}", "timeout_seconds")
         if body.webhook_events is not None and body.webhook_url is None:

@@ -24,6 +24,9 @@ class GenerationCreate(BaseModel):
     seed: int | None = Field(default=None, ge=0, lt=SEED_MODULUS,
                              description="Seed of image 0; image k uses seed+k. Picked and returned when absent.")
     num_images: int = Field(default=1, ge=1, description="Images in this request.")
+    scheduler: str | None = Field(default=None, max_length=40, description="Sampler by name (euler, euler_a, "
+                                  "dpmpp_2m, dpmpp_2m_karras, ddim, unipc; flow_euler for flow-matching models); "
+                                  "default: the model's own.")
     model: str | None = Field(default=None, description="Model name; default: the configured default model.")
     priority: Priority = Field(default=Priority.NORMAL, description="high jobs are taken before normal, then low.")
     deadline_seconds: int | None = Field(default=None, ge=1, description="Time-to-start: if the job has not "
@@ -48,6 +51,7 @@ class ResolvedParams(BaseModel):
     guidance_scale: float
     seed: int
     num_images: int
+    scheduler: str | None
 
 
 class ProgressView(BaseModel):

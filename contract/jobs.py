@@ -84,6 +84,7 @@ class GenerationParams(BaseModel):
     guidance_scale: float
     seed: int = Field(ge=0, lt=SEED_MODULUS)
     num_images: int = Field(ge=1)
+    scheduler: str | None = None
 
     def image_seed(self, index: int) -> int:
         """Seed of image `index`: image k of a request regenerates alone with `seed=image_seed(k), num_images=1`."""

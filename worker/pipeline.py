@@ -21,6 +21,7 @@ import torch
 from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
 from contract.jobs import GenerationParams
+from worker import schedulers
 from worker.config import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -182,10 +183,20 @@ class WarmPipeline:
             self.generate(params, lambda done, total, seconds: True)
         return time.perf_counter() - started
 
-    def _job_pipeline(self) -> DiffusionPipeline:
+    @property
+    def scheduler_names(self) -> list[str]:
+        """Schedulers a request may name for this model."""
+        return list(schedulers.family(self.pipe.scheduler))
+
+    @property
+    def default_scheduler(self) -> str:
+        """Name of the model's own scheduler."""
+        return schedulers.name_of(self.pipe.scheduler)
+
+    def _job_pipeline(self, scheduler_name: str | None) -> DiffusionPipeline:
         # A new pipeline object over the same modules: its scheduler, its interrupt flag and its
         # call state belong to this job alone. Costs a few milliseconds, copies no weights.
-        scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+        scheduler = schedulers.build(self.pipe.scheduler, scheduler_name)
         pipe = type(self.pipe)(**{**self.pipe.components, "scheduler": scheduler}, **self._init_flags)
         pipe.set_progress_bar_config(disable=True)
         return pipe
@@ -203,7 +214,7 @@ class WarmPipeline:
 
     def _run(self, params: GenerationParams, seeds: list[int], on_step: StepHook, on_preview: PreviewHook | None,
              preview_every: int) -> list[np.ndarray]:
-        pipe = self._job_pipeline()
+        pipe = self._job_pipeline(params.scheduler)
         # CPU generators: the same seed gives the same starting noise on every device.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
 

@@ -132,7 +132,7 @@ class Runner:
                             "the GPU ran out of memory; try fewer images or a smaller size") from None
         except BadOutput as exc:
             raise JobFailed(JobErrorType.BAD_OUTPUT, str(exc)) from None
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError) as exc:  # UnknownScheduler included
             # diffusers validates its inputs with ValueError (e.g. a size the model cannot take).
             raise JobFailed(JobErrorType.INVALID_INPUT, f"the pipeline refused the input: {exc}") from None
         if canceled_at is not None:

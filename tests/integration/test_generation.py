@@ -125,3 +125,16 @@ def test_metrics_endpoints_expose_documented_names(stack: Stack) -> None:
     assert "diffusion_queue_depth{" in api and "diffusion_workers_ready{" in api
     worker = httpx.get(f"http://127.0.0.1:{stack.workers['tiny-sd'].port}/metrics").text
     assert 'diffusion_model_info{' in worker and 'pipeline="StableDiffusionPipeline"' in worker
+
+
+def test_scheduler_by_name_is_resolved_and_validated_per_model(stack: Stack) -> None:
+    with stack.client() as client:
+        default = run_job(client, {"prompt": "a circle", "num_inference_steps": 3})
+        assert default["params"]["scheduler"] == "euler"
+        dpm = run_job(client, {"prompt": "a circle", "num_inference_steps": 3, "scheduler": "dpmpp_2m"})
+        assert dpm["status"] == "succeeded" and dpm["params"]["scheduler"] == "dpmpp_2m"
+        refused = client.post("/v1/generations", json={"prompt": "p", "model": "tiny-sd3", "scheduler": "ddim"})
+        assert refused.status_code == 422
+        assert refused.json()["error"]["param"] == "scheduler" and "flow_euler" in refused.json()["error"]["message"]
+        flow = run_job(client, {"prompt": "a circle", "model": "tiny-sd3", "num_inference_steps": 3})
+        assert flow["params"]["scheduler"] == "flow_euler"

@@ -86,3 +86,26 @@ def test_guidance_and_negative_prompt_change_the_image(pipeline: WarmPipeline) -
 def test_missing_model_gives_actionable_error(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="DIFFUSION_ALLOW_DOWNLOAD"):
         warm(Path("no-such-org/no-such-model"))
+
+
+@pytest.mark.parametrize("name", ["euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "unipc"])
+def test_each_named_scheduler_runs_and_matters(tiny_sd: Path, name: str) -> None:
+    pipeline = warm(tiny_sd)
+    assert pipeline.default_scheduler == "euler"
+    assert name in pipeline.scheduler_names
+    image = pipeline.generate(params(scheduler=name, num_inference_steps=4), lambda *_: True)[0]
+    again = pipeline.generate(params(scheduler=name, num_inference_steps=4), lambda *_: True)[0]
+    assert np.array_equal(image, again), "same scheduler and seed: same pixels"
+    if name != "euler":
+        euler = pipeline.generate(params(scheduler="euler", num_inference_steps=4), lambda *_: True)[0]
+        assert not np.array_equal(image, euler)
+    assert type(pipeline.pipe.scheduler).__name__ == "EulerDiscreteScheduler", "the shared one is untouched"
+
+
+def test_flow_models_take_only_flow_schedulers(tiny_sd3: Path) -> None:
+    from worker.schedulers import UnknownScheduler
+
+    pipeline = warm(tiny_sd3)
+    assert pipeline.scheduler_names == ["flow_euler"] and pipeline.default_scheduler == "flow_euler"
+    with pytest.raises(UnknownScheduler, match="valid: flow_euler"):
+        pipeline.generate(params(scheduler="dpmpp_2m"), lambda *_: True)

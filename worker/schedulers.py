@@ -1,0 +1,57 @@
+"""Schedulers a request may name, built fresh per job from the loaded pipeline's scheduler config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+
+# name -> (class, config overrides). Noise-prediction (UNet) models take the first group,
+# flow-matching (SD3, FLUX) models the second.
+NOISE_SCHEDULERS: dict[str, tuple[type[Any], dict[str, Any]]] = {
+    "euler": (EulerDiscreteScheduler, {}),
+    "euler_a": (EulerAncestralDiscreteScheduler, {}),
+    "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2,
+                                                      "use_karras_sigmas": True}),
+    "ddim": (DDIMScheduler, {}),
+    "unipc": (UniPCMultistepScheduler, {}),
+}
+FLOW_SCHEDULERS: dict[str, tuple[type[Any], dict[str, Any]]] = {
+    "flow_euler": (FlowMatchEulerDiscreteScheduler, {}),
+}
+
+
+class UnknownScheduler(ValueError):
+    """A scheduler name this model cannot use."""
+
+
+def family(scheduler: Any) -> dict[str, tuple[type[Any], dict[str, Any]]]:
+    """The schedulers valid for a pipeline whose scheduler is `scheduler`."""
+    return FLOW_SCHEDULERS if "FlowMatch" in type(scheduler).__name__ else NOISE_SCHEDULERS
+
+
+def name_of(scheduler: Any) -> str:
+    """Our name for the pipeline's own scheduler (the default when a request names none)."""
+    for name, (cls, overrides) in family(scheduler).items():
+        if type(scheduler) is cls and all(scheduler.config.get(k) == v for k, v in overrides.items()):
+            return name
+    return type(scheduler).__name__
+
+
+def build(default: Any, name: str | None) -> Any:
+    """A new scheduler: `name` (or the pipeline's own class) over the pipeline's scheduler config."""
+    if name is None or name == name_of(default):
+        return type(default).from_config(default.config)
+    choices = family(default)
+    if name not in choices:
+        raise UnknownScheduler(f"scheduler {name!r} does not fit this model; valid: {', '.join(choices)}")
+    cls, overrides = choices[name]
+    return cls.from_config(default.config, **overrides)
