@@ -100,6 +100,8 @@ class GenerationService:
             seed=body.seed if body.seed is not None else secrets.randbelow(SEED_MODULUS),
             num_images=body.num_images,
             scheduler=body.scheduler or defaults.get("scheduler"),
+            output_format=body.output_format,
+            output_quality=body.output_quality,
         )
         check_limits(params, s)
         valid = defaults.get("schedulers")
@@ -216,6 +218,12 @@ class GenerationService:
             queued = Progress.at(Stage.QUEUED, 0, record.params.num_inference_steps)
             return record.model_copy(update={"status": JobStatus.QUEUED, "progress": queued})
         return record
+
+    def replay(self, job_id: str) -> JobRecord:
+        """Submit the same request again: same model, priority and resolved parameters (seed included)."""
+        record = self.get(job_id)
+        body = GenerationCreate(**record.params.model_dump(), model=record.model, priority=record.priority)
+        return self.submit(body)[0]
 
     def expire(self, record: JobRecord) -> bool:
         """End a queued job that missed its time-to-start, so it never reaches a GPU."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +25,8 @@ class GenerationCreate(BaseModel):
     seed: int | None = Field(default=None, ge=0, lt=SEED_MODULUS,
                              description="Seed of image 0; image k uses seed+k. Picked and returned when absent.")
     num_images: int = Field(default=1, ge=1, description="Images in this request.")
+    output_format: Literal["png", "jpeg", "webp"] = Field(default="png", description="Encoding of the images.")
+    output_quality: int = Field(default=90, ge=1, le=100, description="Quality of jpeg and webp (1-100).")
     scheduler: str | None = Field(default=None, max_length=40, description="Sampler by name (euler, euler_a, "
                                   "dpmpp_2m, dpmpp_2m_karras, ddim, unipc; flow_euler for flow-matching models); "
                                   "default: the model's own.")
@@ -52,6 +55,8 @@ class ResolvedParams(BaseModel):
     seed: int
     num_images: int
     scheduler: str | None
+    output_format: str
+    output_quality: int
 
 
 class ProgressView(BaseModel):
@@ -72,6 +77,8 @@ class ImageView(BaseModel):
     height: int
     seed: int
     content_type: str
+    reproducibility: dict[str, Any] = Field(default_factory=dict, description="Model revision, scheduler class "
+                                            "and config, seed, dtype, device, library versions.")
 
 
 class ErrorView(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,6 +86,8 @@ class GenerationParams(BaseModel):
     seed: int = Field(ge=0, lt=SEED_MODULUS)
     num_images: int = Field(ge=1)
     scheduler: str | None = None
+    output_format: str = "png"
+    output_quality: int = 90
 
     def image_seed(self, index: int) -> int:
         """Seed of image `index`: image k of a request regenerates alone with `seed=image_seed(k), num_images=1`."""
@@ -114,6 +117,7 @@ class ImageRecord(BaseModel):
     seed: int
     content_type: str
     bytes: int
+    reproducibility: dict[str, Any] = Field(default_factory=dict)
 
 
 class JobError(BaseModel):

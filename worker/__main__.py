@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     redis = Redis.from_url(settings.redis_url)
     store = JobStore(redis, settings.key_prefix, settings.job_retention_seconds)
-    runner = Runner(warm, store, LocalStorage(settings.storage_dir), model, settings.worker_id,
-                    settings.job_timeout_seconds, settings.png_compress_level)
+    runner = Runner(warm, store, LocalStorage(settings.storage_dir), model, settings)
     # Listed highest priority first: RQ's default dequeue takes from the first non-empty queue.
     queues = [Queue(name, connection=redis, serializer=JSONSerializer)
               for name in queue_names(settings.key_prefix, model)]

@@ -30,6 +30,7 @@ class WorkerSettings(CommonSettings):
     cpu_threads: int = Field(default=0, ge=0, description="torch intra-op threads on CPU; 0 = torch's default.")
     batch_images: bool = Field(default=True, description="Denoise the images of one request as one batch.")
     png_compress_level: int = Field(default=4, ge=0, le=9)
+    png_metadata: bool = Field(default=True, description="Write the generation's parameters into PNG text chunks.")
 
     default_steps: int = Field(default=25, ge=1)
     default_guidance_scale: float = Field(default=7.5, ge=0)

@@ -21,7 +21,7 @@ import torch
 from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
 from contract.jobs import GenerationParams
-from worker import schedulers
+from worker import provenance, schedulers
 from worker.config import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,8 @@ class WarmPipeline:
         self.runtime = runtime
         self.settings = settings
         self.width, self.height = native_size(pipe)
+        self.last_scheduler: Any = pipe.scheduler
+        self.fingerprint = provenance.model_fingerprint(settings.model_source, settings.local_model)
         self.clock = StepClock(torch.cuda.synchronize if runtime.device.type == "cuda" else lambda: None)
         # Constructor flags kept in the pipeline's config (e.g. requires_safety_checker): passed again
         # when a per-job pipeline object is built around the same components.
@@ -240,10 +242,16 @@ class WarmPipeline:
                 output_type="np",
                 callback_on_step_end=callback,
             )
+        self.last_scheduler = pipe.scheduler
         pixels = np.asarray(result.images)
         if not np.isfinite(pixels).all():
             raise BadOutput("the pipeline produced non-finite pixels (numeric overflow); try bfloat16 or float32")
         return list((pixels * 255).round().clip(0, 255).astype(np.uint8))
+
+    def reproducibility(self, model: str, seed: int) -> dict[str, Any]:
+        """The record that lets image `seed` of the last job be regenerated exactly."""
+        return provenance.record(model, self.fingerprint, self.last_scheduler, seed, self.runtime.dtype,
+                                 self.runtime.device, self.settings.compile)
 
     def release_memory(self) -> None:
         """Return cached device memory after a stopped job (the next job allocates afresh)."""

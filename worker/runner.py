@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 
 from contract.jobs import CancelReason, ImageRecord, JobError, JobErrorType, JobPayload, Progress, Stage, now
 from contract.logs import bind, prompt_digest
@@ -18,6 +16,8 @@ from contract.queues import step_rate_key
 from contract.records import JobStore
 from contract.storage import LocalStorage, content_type_of, image_key
 from worker import metrics
+from worker.config import WorkerSettings
+from worker.encoding import encode, encode_jpeg
 from worker.pipeline import BadOutput, WarmPipeline, latent_preview
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,13 @@ class Canceled(Exception):
 class Runner:
     """Owns the warm pipeline and executes payloads one at a time."""
 
-    def __init__(self, warm: WarmPipeline, store: JobStore, storage: LocalStorage, model: str, worker_id: str,
-                 job_timeout_seconds: int, png_compress_level: int) -> None:
+    def __init__(self, warm: WarmPipeline, store: JobStore, storage: LocalStorage, model: str,
+                 settings: WorkerSettings) -> None:
         self.warm, self.store, self.storage = warm, store, storage
-        self.model, self.worker_id = model, worker_id
-        self.job_timeout_seconds = job_timeout_seconds
-        self.png_compress_level = png_compress_level
+        self.model, self.worker_id = model, settings.worker_id
+        self.job_timeout_seconds = settings.job_timeout_seconds
+        self.png_compress_level = settings.png_compress_level
+        self.png_metadata = settings.png_metadata
 
     def run(self, payload: JobPayload, heartbeat: Heartbeat) -> dict[str, object]:
         """Execute a job to a terminal record; returns a small summary for RQ's result."""
@@ -161,19 +162,29 @@ class Runner:
 
     def _store(self, payload: JobPayload, pixels: list[np.ndarray], heartbeat: Heartbeat) -> list[ImageRecord]:
         records = []
+        p = payload.params
         try:
             for index, array in enumerate(pixels):
-                data = encode_png(array, self.png_compress_level)
-                key = image_key(payload.job_id, index, "png")
+                seed = p.image_seed(index)
+                text = self._png_text(payload, seed) if self.png_metadata else None
+                data = encode(array, p.output_format, p.output_quality, self.png_compress_level, text)
+                key = image_key(payload.job_id, index, p.output_format)
                 self.storage.put(key, data)
-                records.append(ImageRecord(key=key, width=array.shape[1], height=array.shape[0],
-                                           seed=payload.params.image_seed(index), content_type=content_type_of(key),
-                                           bytes=len(data)))
+                records.append(ImageRecord(key=key, width=array.shape[1], height=array.shape[0], seed=seed,
+                                           content_type=content_type_of(key), bytes=len(data),
+                                           reproducibility=self.warm.reproducibility(self.model, seed)))
                 heartbeat()
         except OSError as exc:
             self.storage.delete_job(payload.job_id)  # never leave a partial set of images
             raise JobFailed(JobErrorType.STORAGE_ERROR, f"storing the images failed: {exc.strerror}") from None
         return records
+
+    def _png_text(self, payload: JobPayload, seed: int) -> dict[str, str]:
+        p = payload.params
+        return {"prompt": p.prompt, "negative_prompt": p.negative_prompt or "", "seed": str(seed),
+                "steps": str(p.num_inference_steps), "guidance_scale": str(p.guidance_scale),
+                "scheduler": p.scheduler or "", "model": self.model, "size": f"{p.width}x{p.height}",
+                "model_revision": self.warm.fingerprint}
 
     def _finish_failed(self, payload: JobPayload, error: JobError) -> None:
         self.store.fail(payload.job_id, error)
@@ -185,16 +196,3 @@ class Runner:
         for kind, value in self.warm.memory().items():
             metrics.GPU_MEMORY_BYTES.labels(self.model, kind).set(value)
 
-
-def encode_png(array: np.ndarray, compress_level: int) -> bytes:
-    """PNG bytes of an HxWx3 uint8 array."""
-    buffer = io.BytesIO()
-    Image.fromarray(array, mode="RGB").save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
-
-
-def encode_jpeg(array: np.ndarray, quality: int = 70) -> bytes:
-    """JPEG bytes of an HxWx3 uint8 array (previews: small and fast to encode)."""
-    buffer = io.BytesIO()
-    Image.fromarray(array, mode="RGB").save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()

@@ -89,7 +89,8 @@ class Renderer:
             query = urlencode({"expires": expires, "sig": signature})
             images.append(ImageView(
                 url=f"{self.base_url}/v1/images/{image.key}?{query}", url_expires_at=timestamp(expires),
-                width=image.width, height=image.height, seed=image.seed, content_type=image.content_type))
+                width=image.width, height=image.height, seed=image.seed, content_type=image.content_type,
+                reproducibility=image.reproducibility))
         return images
 
 
@@ -157,6 +158,16 @@ def cancel_generation(job_id: str, request: Request, service: ServiceDep, settin
     A job that already ended answers 409, its status in the message.
     """
     return renderer(request, service, settings, signer)(service.cancel(job_id))
+
+
+@router.post("/{job_id}/replay", status_code=status.HTTP_202_ACCEPTED, response_model=JobView,
+             responses=responses(NotFound, QueueFull, ServiceUnavailable))
+def replay_generation(job_id: str, request: Request, response: Response, service: ServiceDep,
+                      settings: SettingsDep, signer: SignerDep) -> JobView:
+    """Queue the same generation again (same model and resolved parameters, seed included) as a new job."""
+    record = service.replay(job_id)
+    response.headers["Location"] = f"/v1/generations/{record.id}"
+    return renderer(request, service, settings, signer)(record)
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT,

@@ -138,3 +138,53 @@ def test_scheduler_by_name_is_resolved_and_validated_per_model(stack: Stack) -> 
         assert refused.json()["error"]["param"] == "scheduler" and "flow_euler" in refused.json()["error"]["message"]
         flow = run_job(client, {"prompt": "a circle", "model": "tiny-sd3", "num_inference_steps": 3})
         assert flow["params"]["scheduler"] == "flow_euler"
+
+
+@pytest.mark.parametrize(("fmt", "content_type", "pil"),
+                         [("jpeg", "image/jpeg", "JPEG"), ("webp", "image/webp", "WEBP")])
+def test_lossy_output_formats(stack: Stack, fmt: str, content_type: str, pil: str) -> None:
+    with stack.client() as client:
+        job = run_job(client, {"prompt": "x", "num_inference_steps": 2, "output_format": fmt, "output_quality": 50})
+        image = job["images"][0]
+        assert image["content_type"] == content_type and image["url"].split("?")[0].endswith(f".{fmt}")
+        response = client.get(image["url"])
+    assert response.headers["content-type"] == content_type
+    assert Image.open(io.BytesIO(response.content)).format == pil
+
+
+def test_png_metadata_reproducibility_record_and_replay(stack: Stack) -> None:
+    with stack.client() as client:
+        job = run_job(client, {"prompt": "a red circle", "negative_prompt": "blue", "num_inference_steps": 3,
+                               "seed": 31, "scheduler": "ddim"})
+        image = job["images"][0]
+        png = client.get(image["url"]).content
+        text = Image.open(io.BytesIO(png)).text  # type: ignore[attr-defined]
+        assert text["prompt"] == "a red circle" and text["negative_prompt"] == "blue"
+        assert (text["seed"], text["steps"], text["scheduler"], text["model"], text["size"]) == (
+            "31", "3", "ddim", "tiny-sd", "64x64")
+        record = image["reproducibility"]
+        assert record["model"] == "tiny-sd" and record["model_revision"].startswith("sha256:")
+        assert record["scheduler"]["class"] == "DDIMScheduler" and "beta_schedule" in record["scheduler"]["config"]
+        assert record["seed"] == 31 and record["dtype"] == "float32" and record["device"] == "cpu"
+        assert record["torch"] and record["diffusers"] and record["loras"] == []
+        replayed = client.post(f"/v1/generations/{job['id']}/replay")
+        assert replayed.status_code == 202 and replayed.json()["id"] != job["id"]
+        assert replayed.json()["params"] == job["params"]
+        again = run_job_by_id(client, replayed.json()["id"])
+        assert client.get(again["images"][0]["url"]).content == png, "same request, same bytes"
+
+
+def run_job_by_id(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    done = wait_for(lambda: (j := client.get(f"/v1/generations/{job_id}").json())["status"] == "succeeded" and j,
+                    60, "the replay to finish")
+    return done  # type: ignore[return-value]
+
+
+def test_models_endpoint_lists_served_models(stack: Stack) -> None:
+    models = {m["id"]: m for m in httpx.get(f"{stack.base}/v1/models").json()["data"]}
+    assert list(models) == ["tiny-sd", "tiny-sd3"]
+    sd, sd3 = models["tiny-sd"], models["tiny-sd3"]
+    assert sd["pipeline"] == "StableDiffusionPipeline" and sd3["pipeline"] == "StableDiffusion3Pipeline"
+    assert (sd["width"], sd["height"], sd["ready_workers"]) == (64, 64, 1)
+    assert "dpmpp_2m_karras" in sd["schedulers"] and sd3["schedulers"] == ["flow_euler"]
+    assert sd["device"] == "cpu" and sd["dtype"] == "float32"

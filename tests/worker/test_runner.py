@@ -36,7 +36,10 @@ def submit(redis: Redis, store: JobStore, steps: int = 3, images: int = 1) -> Jo
 
 
 def runner(warm: WarmPipeline, store: JobStore, storage: Path, timeout: int = 60) -> Runner:
-    return Runner(warm, store, LocalStorage(storage), "tiny-sd", "w1", timeout, 1)
+    settings = WorkerSettings(worker_id="w1", job_timeout_seconds=max(1, timeout), png_compress_level=1)
+    run = Runner(warm, store, LocalStorage(storage), "tiny-sd", settings)
+    run.job_timeout_seconds = timeout  # 0: over the deadline after the first step
+    return run
 
 
 def test_success_stores_images_and_ends_record(warm: WarmPipeline, redis: Redis, prefix: str, tmp_path: Path) -> None:
