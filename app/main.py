@@ -16,7 +16,7 @@ from app.config import ApiSettings
 from app.generations import GenerationService
 from app.metrics import ApiMetrics, QueueCollector
 from app.middleware import BodyLimit, RequestContext
-from app.routes import generations, health, images, models
+from app.routes import generations, health, images, models, openai_images
 from app.routes.generations import Renderer
 from app.signing import UrlSigner
 from app.sweeper import Sweeper
@@ -82,6 +82,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(generations.router)
     app.include_router(images.router)
     app.include_router(models.router)
+    app.include_router(openai_images.router)
     app.include_router(health.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, metrics=metrics)
     app.add_middleware(RequestContext, metrics=metrics)
