@@ -70,7 +70,7 @@ def build_sd(out: Path, seed: int = 0) -> Path:
                         norm_num_groups=32, sample_size=NATIVE_SIDE)
     text_encoder = CLIPTextModel(_text_config(len(tokenizer), projection=False))
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       num_train_timesteps=1000)
+                                       num_train_timesteps=1000, steps_offset=1)
     pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
