@@ -101,7 +101,12 @@ ready: API {base} (docs {base}/docs), worker metrics http://127.0.0.1:9101/metri
        -d '{{"prompt": "{PROMPT}"}}'
   curl -s {base}/v1/generations/<id>        # poll until "status": "succeeded", then fetch images[0].url
 Ctrl-C stops everything.""")
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while all(proc.poll() is None for proc in procs):
+            time.sleep(0.5)
+        print("a process exited; stopping the rest (see var/*.log)")
+    except KeyboardInterrupt:
+        pass
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:
