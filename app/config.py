@@ -36,6 +36,7 @@ class ApiSettings(CommonSettings):
     default_guidance_scale: float = Field(default=7.5, ge=0)
 
     job_retries: int = Field(default=2, ge=0, le=10)
+    require_ready_worker: bool = True
     webhook_secret: SecretStr | None = None
     webhook_allowed_networks: list[str] = Field(default_factory=list)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -88,6 +88,9 @@ class GenerationService:
         model = body.model or s.default_model
         if model not in s.models:
             raise InvalidRequest(f"unknown model {model!r}; served models: {', '.join(s.models)}", "model")
+        if s.require_ready_worker and self.ready_workers(model) == 0:
+            raise ServiceUnavailable(f"model {model!r} is served, but no worker for it is ready now; retry shortly",
+                                     "model", headers={"Retry-After": "10"})
         defaults = self.model_defaults(model)
         params = GenerationParams(
             prompt=body.prompt,

@@ -19,7 +19,7 @@ VALID = {"prompt": "a red circle on a blue background"}
 
 def make_client(redis_url: str, prefix: str, tmp_path: Path, **overrides: Any) -> TestClient:
     settings = ApiSettings(redis_url=redis_url, key_prefix=prefix, storage_dir=tmp_path,
-                           url_signing_secret="s", **overrides)
+                           url_signing_secret="s", **{"require_ready_worker": False, **overrides})
     return TestClient(create_app(settings), raise_server_exceptions=False)
 
 
@@ -141,6 +141,14 @@ def test_redis_down_gives_503_then_recovers(tmp_path: Path, prefix: str) -> None
             assert client.get(again.headers["location"]).status_code == 200
     finally:
         server.stop()
+
+
+def test_known_model_without_ready_worker_gives_503(redis_server: RedisServer, prefix: str, tmp_path: Path) -> None:
+    with make_client(redis_server.url, prefix, tmp_path, require_ready_worker=True) as client:
+        response = client.post("/v1/generations", json=VALID)
+    assert response.status_code == 503
+    assert response.json()["error"]["param"] == "model" and "no worker" in response.json()["error"]["message"]
+    assert int(response.headers["retry-after"]) > 0
 
 
 def test_openapi_documents_every_error_status(client: TestClient) -> None:

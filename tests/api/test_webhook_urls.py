@@ -16,7 +16,7 @@ from tests.helpers import RedisServer
 @pytest.fixture
 def client(redis_server: RedisServer, prefix: str, tmp_path: Path) -> Iterator[TestClient]:
     settings = ApiSettings(redis_url=redis_server.url, key_prefix=prefix, storage_dir=tmp_path,
-                           url_signing_secret="s", webhook_secret="whsec_c2VjcmV0")
+                           url_signing_secret="s", webhook_secret="whsec_c2VjcmV0", require_ready_worker=False)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
 
@@ -57,7 +57,8 @@ def test_events_without_url_and_unknown_events_are_refused(client: TestClient) -
 
 
 def test_webhooks_need_a_configured_secret(redis_server: RedisServer, prefix: str, tmp_path: Path) -> None:
-    settings = ApiSettings(redis_url=redis_server.url, key_prefix=prefix, storage_dir=tmp_path, url_signing_secret="s")
+    settings = ApiSettings(redis_url=redis_server.url, key_prefix=prefix, storage_dir=tmp_path, url_signing_secret="s",
+                           require_ready_worker=False)
     with TestClient(create_app(settings)) as client:
         response = client.post("/v1/generations", json={"prompt": "p", "webhook_url": "https://93.184.216.34/"})
     assert response.status_code == 422 and "not enabled" in response.json()["error"]["message"]
