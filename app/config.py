@@ -26,7 +26,7 @@ class ApiSettings(CommonSettings):
     max_inference_steps: int = Field(default=100, ge=1)
     max_images_per_request: int = Field(default=8, ge=1)
     max_guidance_scale: float = Field(default=30.0, ge=0)
-    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_queue_depth: int = Field(default=1000, ge=1)
     queue_full_retry_after_seconds: int = Field(default=10, ge=1)
 

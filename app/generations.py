@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -11,6 +12,7 @@ import time
 import uuid
 from typing import Any
 
+from PIL import Image
 from redis import Redis
 from rq import Queue, Retry, Worker
 from rq.exceptions import NoSuchJobError
@@ -19,7 +21,7 @@ from rq.job import JobStatus as RqStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from app import eta, webhooks
+from app import eta, inputs, webhooks
 from app.config import ApiSettings
 from app.errors import Conflict, InvalidRequest, NotFound, QueueFull, ServiceUnavailable
 from app.limits import check_limits
@@ -50,7 +52,7 @@ from contract.queues import (
     webhook_log_key,
 )
 from contract.records import JobStore
-from contract.storage import JOB_ID_PATTERN, LocalStorage
+from contract.storage import JOB_ID_PATTERN, LocalStorage, input_key
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +84,16 @@ class GenerationService:
         raw = self.redis.get(model_info_key(self.settings.key_prefix, model))
         return json.loads(raw) if raw else {}
 
-    def resolve(self, body: GenerationCreate) -> tuple[str, GenerationParams]:
-        """Fill defaults and check every configured limit; raises InvalidRequest naming the field."""
+    def resolve(self, body: GenerationCreate) -> tuple[str, GenerationParams, dict[str, Image.Image]]:
+        """Fill defaults, decode input images and check every limit; raises InvalidRequest naming the field."""
         s = self.settings
+        images = self._inputs(body)
+        if "init" in images:
+            width, height = images["init"].size
+            if (body.width or width, body.height or height) != (width, height):
+                raise InvalidRequest(f"width and height must match init_image ({width}x{height}) or be omitted",
+                                     "width")
+            body = body.model_copy(update={"width": width, "height": height, "strength": body.strength or 0.8})
         model = body.model or s.default_model
         if model not in s.models:
             raise InvalidRequest(f"unknown model {model!r}; served models: {', '.join(s.models)}", "model")
@@ -105,6 +114,7 @@ class GenerationService:
             scheduler=body.scheduler or defaults.get("scheduler"),
             output_format=body.output_format,
             output_quality=body.output_quality,
+            strength=body.strength,
         )
         check_limits(params, s)
         valid = defaults.get("schedulers")
@@ -122,11 +132,26 @@ class GenerationService:
                 webhooks.check_url(body.webhook_url, s.webhook_allowed_networks)
             except webhooks.WebhookRefused as exc:
                 raise InvalidRequest(str(exc), "webhook_url") from None
-        return model, params
+        return model, params, images
+
+    def _inputs(self, body: GenerationCreate) -> dict[str, Image.Image]:
+        s = self.settings
+        if body.init_image is None:
+            for name in ("mask_image", "strength"):
+                if getattr(body, name) is not None:
+                    raise InvalidRequest(f"{name} needs an init_image", name)
+            return {}
+        images = {"init": inputs.decode(body.init_image, "init_image", s)}
+        inputs.check_size(images["init"], "init_image", s)
+        if body.mask_image is not None:
+            images["mask"] = inputs.decode(body.mask_image, "mask_image", s, mode="L")
+            if images["mask"].size != images["init"].size:
+                raise InvalidRequest("mask_image must have the size of init_image", "mask_image")
+        return images
 
     def submit(self, body: GenerationCreate, idempotency: str | None = None) -> tuple[JobRecord, bool]:
         """Queue a job; returns it and whether it is new (False: an Idempotency-Key replay)."""
-        model, params = self.resolve(body)
+        model, params, images = self.resolve(body)
         job_id = uuid.uuid4().hex
         claim = None
         if idempotency is not None:
@@ -135,9 +160,14 @@ class GenerationService:
             ttl = self.settings.job_retention_seconds + self.settings.job_timeout_seconds
             if not self.redis.set(claim, f"{job_id}:{fingerprint}", nx=True, ex=ttl):
                 return self._replay(claim, fingerprint), False
+        keys = {f"{name}_image": input_key(job_id, name) for name in images}
         try:
-            return self._enqueue(job_id, model, params, body), True
+            for name, image in images.items():  # inputs land before the job that reads them
+                self.storage.put(keys[f"{name}_image"], inputs.to_png(image))
+            return self._enqueue(job_id, model, params.model_copy(update=keys), body), True
         except BaseException:
+            if images:
+                self.storage.delete_job(job_id)
             if claim is not None:
                 self.redis.delete(claim)  # the key never created a job: let a retry use it
             raise
@@ -225,7 +255,11 @@ class GenerationService:
     def replay(self, job_id: str) -> JobRecord:
         """Submit the same request again: same model, priority and resolved parameters (seed included)."""
         record = self.get(job_id)
-        body = GenerationCreate(**record.params.model_dump(), model=record.model, priority=record.priority)
+        fields = record.params.model_dump()
+        for name in ("init_image", "mask_image"):
+            if fields[name]:
+                fields[name] = base64.b64encode(self.storage.path(fields[name]).read_bytes()).decode()
+        body = GenerationCreate(**fields, model=record.model, priority=record.priority)
         return self.submit(body)[0]
 
     def expire(self, record: JobRecord) -> bool:

@@ -25,6 +25,12 @@ class GenerationCreate(BaseModel):
     seed: int | None = Field(default=None, ge=0, lt=SEED_MODULUS,
                              description="Seed of image 0; image k uses seed+k. Picked and returned when absent.")
     num_images: int = Field(default=1, ge=1, description="Images in this request.")
+    init_image: str | None = Field(default=None, description="Image-to-image: PNG, JPEG or WebP, base64 or a "
+                                   "data URL; its size is the output size.")
+    strength: float | None = Field(default=None, gt=0, le=1, description="With init_image: 0 keeps it, 1 ignores it; "
+                                   "default 0.8.")
+    mask_image: str | None = Field(default=None, description="Inpainting, with init_image: white pixels are "
+                                   "repainted, black ones kept; same size as init_image.")
     output_format: Literal["png", "jpeg", "webp"] = Field(default="png", description="Encoding of the images.")
     output_quality: int = Field(default=90, ge=1, le=100, description="Quality of jpeg and webp (1-100).")
     scheduler: str | None = Field(default=None, max_length=40, description="Sampler by name (euler, euler_a, "
@@ -57,6 +63,9 @@ class ResolvedParams(BaseModel):
     scheduler: str | None
     output_format: str
     output_quality: int
+    strength: float | None = None
+    init_image: str | None = Field(default=None, description="`provided` when the job had an input image.")
+    mask_image: str | None = None
 
 
 class ProgressView(BaseModel):

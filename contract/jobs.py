@@ -88,6 +88,9 @@ class GenerationParams(BaseModel):
     scheduler: str | None = None
     output_format: str = "png"
     output_quality: int = 90
+    strength: float | None = None  # image-to-image / inpainting: how far from the input image to go
+    init_image: str | None = None  # storage key of the input image
+    mask_image: str | None = None  # storage key of the inpainting mask (white = repaint)
 
     def image_seed(self, index: int) -> int:
         """Seed of image `index`: image k of a request regenerates alone with `seed=image_seed(k), num_images=1`."""

@@ -10,7 +10,9 @@ from pathlib import Path
 
 # `<32 hex job id>/<index>.<ext>`: the only shape a key may have. Nothing a client sends is
 # used as a path without matching this first.
-KEY_PATTERN = re.compile(r"^(?P<job>[0-9a-f]{32})/(?P<name>[0-9]{1,3}\.(?P<ext>png|jpeg|webp))$")
+KEY_PATTERN = re.compile(r"^(?P<job>[0-9a-f]{32})/(?P<name>([0-9]{1,3}|init|mask)\.(?P<ext>png|jpeg|webp))$")
+# Input images a request brought (image-to-image, inpainting); never served back.
+INPUT_NAMES = ("init", "mask")
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
@@ -25,6 +27,17 @@ def image_key(job_id: str, index: int, ext: str) -> str:
     if not KEY_PATTERN.match(key):
         raise InvalidKey(key)
     return key
+
+
+def input_key(job_id: str, name: str) -> str:
+    """Key of an input image (`init` or `mask`) of a job."""
+    return image_key(job_id, 0, "png").replace("/0.png", f"/{name}.png")
+
+
+def is_output(key: str) -> bool:
+    """Whether a key names an output image (inputs are never served)."""
+    match = KEY_PATTERN.match(key)
+    return bool(match) and match["name"].split(".")[0] not in INPUT_NAMES  # type: ignore[index]
 
 
 def content_type_of(key: str) -> str:

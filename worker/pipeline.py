@@ -11,14 +11,20 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    AutoPipelineForText2Image,
+    DiffusionPipeline,
+)
+from PIL.Image import Image as PILImage
 
 from contract.jobs import GenerationParams
 from worker import provenance, schedulers
@@ -151,10 +157,9 @@ class WarmPipeline:
         self.last_scheduler: Any = pipe.scheduler
         self.fingerprint = provenance.model_fingerprint(settings.model_source, settings.local_model)
         self.clock = StepClock(torch.cuda.synchronize if runtime.device.type == "cuda" else lambda: None)
-        # Constructor flags kept in the pipeline's config (e.g. requires_safety_checker): passed again
-        # when a per-job pipeline object is built around the same components.
-        accepted = inspect.signature(type(pipe).__init__).parameters
-        self._init_flags = {k: v for k, v in pipe.config.items() if k in accepted and k not in pipe.components}
+        # Text-to-image, image-to-image and inpainting pipelines over the same modules (from_pipe
+        # shares the weights); the latter two are built on first use.
+        self._variants: dict[str, DiffusionPipeline] = {"text": pipe}
         if settings.compile:
             self._compile()
         denoiser_of(self.pipe).register_forward_pre_hook(self.clock.mark_forward)
@@ -195,28 +200,48 @@ class WarmPipeline:
         """Name of the model's own scheduler."""
         return schedulers.name_of(self.pipe.scheduler)
 
-    def _job_pipeline(self, scheduler_name: str | None) -> DiffusionPipeline:
+    def _variant(self, kind: str) -> DiffusionPipeline:
+        if kind not in self._variants:
+            auto = AutoPipelineForInpainting if kind == "inpaint" else AutoPipelineForImage2Image
+            self._variants[kind] = auto.from_pipe(self.pipe)
+        return self._variants[kind]
+
+    def _job_pipeline(self, kind: str, scheduler_name: str | None) -> DiffusionPipeline:
         # A new pipeline object over the same modules: its scheduler, its interrupt flag and its
         # call state belong to this job alone. Costs a few milliseconds, copies no weights.
-        scheduler = schedulers.build(self.pipe.scheduler, scheduler_name)
-        pipe = type(self.pipe)(**{**self.pipe.components, "scheduler": scheduler}, **self._init_flags)
+        base = self._variant(kind)
+        scheduler = schedulers.build(base.scheduler, scheduler_name)
+        # Constructor flags kept in the config (e.g. requires_safety_checker) are passed again.
+        accepted = inspect.signature(type(base).__init__).parameters
+        flags = {k: v for k, v in base.config.items() if k in accepted and k not in base.components}
+        pipe = type(base)(**{**base.components, "scheduler": scheduler}, **flags)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
     def generate(self, params: GenerationParams, on_step: StepHook, on_preview: PreviewHook | None = None,
-                 preview_every: int = 0) -> list[np.ndarray]:
+                 preview_every: int = 0, inputs: Mapping[str, PILImage] | None = None) -> list[np.ndarray]:
         """Denoise and decode; returns HxWx3 uint8 arrays. `on_step` returning False stops at that step;
-        `on_preview` gets the latents every `preview_every` steps."""
+        `on_preview` gets the latents every `preview_every` steps; `inputs` holds `init` (and `mask`)."""
         seeds = [params.image_seed(k) for k in range(params.num_images)]
         batches = [seeds] if self.settings.batch_images else [[s] for s in seeds]
         images: list[np.ndarray] = []
         for batch in batches:
-            images.extend(self._run(params, batch, on_step, on_preview, preview_every))
+            images.extend(self._run(params, batch, on_step, on_preview, preview_every, inputs or {}))
         return images
 
     def _run(self, params: GenerationParams, seeds: list[int], on_step: StepHook, on_preview: PreviewHook | None,
-             preview_every: int) -> list[np.ndarray]:
-        pipe = self._job_pipeline(params.scheduler)
+             preview_every: int, inputs: Mapping[str, PILImage]) -> list[np.ndarray]:
+        kind = "inpaint" if "mask" in inputs else "image" if "init" in inputs else "text"
+        pipe = self._job_pipeline(kind, params.scheduler)
+        extra: dict[str, Any] = {}
+        if "width" in inspect.signature(type(pipe).__call__).parameters:
+            # Some image-to-image pipelines (SD 1.x) take the size from the image; others (SD3)
+            # would fall back to their native size without it.
+            extra = {"width": params.width, "height": params.height}
+        if kind != "text":
+            extra |= {"image": inputs["init"], "strength": params.strength or 0.8}
+            if kind == "inpaint":
+                extra["mask_image"] = inputs["mask"]
         # CPU generators: the same seed gives the same starting noise on every device.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
 
@@ -233,8 +258,7 @@ class WarmPipeline:
             result = pipe(
                 prompt=params.prompt,
                 negative_prompt=params.negative_prompt,
-                width=params.width,
-                height=params.height,
+                **extra,
                 num_inference_steps=params.num_inference_steps,
                 guidance_scale=params.guidance_scale,
                 num_images_per_prompt=len(seeds),

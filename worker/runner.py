@@ -9,8 +9,19 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
-from contract.jobs import CancelReason, ImageRecord, JobError, JobErrorType, JobPayload, Progress, Stage, now
+from contract.jobs import (
+    CancelReason,
+    GenerationParams,
+    ImageRecord,
+    JobError,
+    JobErrorType,
+    JobPayload,
+    Progress,
+    Stage,
+    now,
+)
 from contract.logs import bind, prompt_digest
 from contract.queues import step_rate_key
 from contract.records import JobStore
@@ -126,7 +137,7 @@ class Runner:
 
         started = time.perf_counter()
         try:
-            pixels = self.warm.generate(params, on_step, on_preview, payload.preview_every or 0)
+            pixels = self.warm.generate(params, on_step, on_preview, payload.preview_every or 0, self._inputs(params))
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             raise JobFailed(JobErrorType.OUT_OF_MEMORY,
@@ -178,6 +189,18 @@ class Runner:
             self.storage.delete_job(payload.job_id)  # never leave a partial set of images
             raise JobFailed(JobErrorType.STORAGE_ERROR, f"storing the images failed: {exc.strerror}") from None
         return records
+
+    def _inputs(self, params: GenerationParams) -> dict[str, Image.Image]:
+        """The job's input images, as the API stored them (already checked there)."""
+        found = {}
+        for name, key in (("init", params.init_image), ("mask", params.mask_image)):
+            if key is not None:
+                try:
+                    with Image.open(self.storage.path(key)) as image:
+                        found[name] = image.convert("L" if name == "mask" else "RGB")
+                except OSError as exc:
+                    raise JobFailed(JobErrorType.STORAGE_ERROR, f"the {name} image cannot be read: {exc}") from None
+        return found
 
     def _png_text(self, payload: JobPayload, seed: int) -> dict[str, str]:
         p = payload.params

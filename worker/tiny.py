@@ -82,10 +82,11 @@ def build_sd3(out: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(out / "_tok")
     transformer = SD3Transformer2DModel(
-        sample_size=NATIVE_SIDE // 2, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+        sample_size=NATIVE_SIDE // 2, patch_size=2, in_channels=16, out_channels=16, num_layers=2,
         attention_head_dim=8, num_attention_heads=4, joint_attention_dim=32, caption_projection_dim=32,
         pooled_projection_dim=64, pos_embed_max_size=32)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
+    # 16 latent channels as in real SD3 (its inpainting pipeline insists on them).
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(16, 32),
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                         norm_num_groups=16, sample_size=NATIVE_SIDE, use_quant_conv=False,
                         use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)

@@ -7,7 +7,7 @@ from fastapi.responses import FileResponse
 
 from app.deps import SignerDep, StorageDep
 from app.errors import Forbidden, NotFound, responses
-from contract.storage import InvalidKey, content_type_of
+from contract.storage import InvalidKey, content_type_of, is_output
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
@@ -28,6 +28,8 @@ def get_image(job_id: str, name: str, signer: SignerDep, storage: StorageDep,
         content_type = content_type_of(key)
     except InvalidKey:
         raise NotFound("no such image", "name") from None
+    if not is_output(key):
+        raise NotFound("no such image", "name")
     reason = signer.verify(key, expires, sig) if sig else "the URL is not signed"
     if reason:
         raise Forbidden(reason, "sig")

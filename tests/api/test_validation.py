@@ -25,7 +25,7 @@ def make_client(redis_url: str, prefix: str, tmp_path: Path, **overrides: Any) -
 
 @pytest.fixture
 def client(redis_server: RedisServer, prefix: str, tmp_path: Path) -> Iterator[TestClient]:
-    with make_client(redis_server.url, prefix, tmp_path, max_queue_depth=3) as client:
+    with make_client(redis_server.url, prefix, tmp_path, max_queue_depth=3, max_body_bytes=64 * 1024) as client:
         yield client
 
 

@@ -188,3 +188,31 @@ def test_models_endpoint_lists_served_models(stack: Stack) -> None:
     assert (sd["width"], sd["height"], sd["ready_workers"]) == (64, 64, 1)
     assert "dpmpp_2m_karras" in sd["schedulers"] and sd3["schedulers"] == ["flow_euler"]
     assert sd["device"] == "cpu" and sd["dtype"] == "float32"
+
+
+def encoded(image: Image.Image) -> str:
+    import base64
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.mark.parametrize("model", ["tiny-sd", "tiny-sd3"])
+def test_image_to_image_and_inpainting_run(stack: Stack, model: str) -> None:
+    init = Image.new("RGB", (64, 96), (30, 70, 220))
+    mask = Image.new("L", (64, 96), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    body = {"prompt": "a red circle", "model": model, "num_inference_steps": 10, "seed": 3, "init_image": encoded(init)}
+    with stack.client() as client:
+        low = run_job(client, {**body, "strength": 0.3})
+        high = run_job(client, {**body, "strength": 0.9})
+        inpaint = run_job(client, {**body, "mask_image": encoded(mask)})
+        for job in (low, high, inpaint):
+            assert job["status"] == "succeeded", job
+            assert (job["params"]["width"], job["params"]["height"]) == (64, 96)
+        # Fewer steps run at low strength: the pipeline starts from the partly noised input.
+        assert low["progress"]["total_steps"] == 10
+        pixels = [fetch_pixels(client, j["images"][0]["url"]) for j in (low, high, inpaint)]
+    assert pixels[0].shape == (96, 64, 3)
+    assert np.abs(pixels[0] - pixels[1]).max() > 0, "strength changes the output"
