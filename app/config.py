@@ -35,6 +35,7 @@ class ApiSettings(CommonSettings):
     default_inference_steps: int = Field(default=25, ge=1)
     default_guidance_scale: float = Field(default=7.5, ge=0)
 
+    max_loras_per_request: int = Field(default=4, ge=0)
     job_retries: int = Field(default=2, ge=0, le=10)
     require_ready_worker: bool = True
     webhook_secret: SecretStr | None = None

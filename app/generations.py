@@ -115,12 +115,14 @@ class GenerationService:
             output_format=body.output_format,
             output_quality=body.output_quality,
             strength=body.strength,
+            loras=[lora.model_dump() for lora in body.loras or []],
         )
         check_limits(params, s)
         valid = defaults.get("schedulers")
         if body.scheduler is not None and valid is not None and body.scheduler not in valid:
             raise InvalidRequest(f"scheduler {body.scheduler!r} does not fit model {model!r}; valid: "
                                  f"{', '.join(valid)}", "scheduler")
+        self._check_loras(body, model, defaults)
         if body.timeout_seconds is not None and body.timeout_seconds > s.job_timeout_seconds:
             raise InvalidRequest(f"timeout_seconds must be at most {s.job_timeout_seconds}", "timeout_seconds")
         if body.webhook_events is not None and body.webhook_url is None:
@@ -133,6 +135,18 @@ class GenerationService:
             except webhooks.WebhookRefused as exc:
                 raise InvalidRequest(str(exc), "webhook_url") from None
         return model, params, images
+
+    def _check_loras(self, body: GenerationCreate, model: str, defaults: dict[str, Any]) -> None:
+        requested = body.loras or []
+        if len(requested) > self.settings.max_loras_per_request:
+            raise InvalidRequest(f"at most {self.settings.max_loras_per_request} LoRAs per request", "loras")
+        if len({lora.name for lora in requested}) != len(requested):
+            raise InvalidRequest("a LoRA is named twice", "loras")
+        fitting = {lora["name"] for lora in defaults.get("loras", [])}
+        for index, lora in enumerate(requested):
+            if lora.name not in fitting:
+                raise InvalidRequest(f"LoRA {lora.name!r} is unknown or does not fit model {model!r}; "
+                                     f"available: {', '.join(sorted(fitting)) or 'none'}", f"loras.{index}.name")
 
     def _inputs(self, body: GenerationCreate) -> dict[str, Image.Image]:
         s = self.settings

@@ -10,6 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from contract.jobs import SEED_MODULUS, CancelReason, JobErrorType, JobStatus, Priority, Stage, WebhookEvent
 
 
+class LoraRequest(BaseModel):
+    """One LoRA adapter for this job and its scale."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    scale: float = Field(default=1.0, ge=-4, le=4)
+
+
 class GenerationCreate(BaseModel):
     """Body of `POST /v1/generations`. Omitted fields take the model's defaults; limits are configured."""
 
@@ -31,6 +40,8 @@ class GenerationCreate(BaseModel):
                                    "default 0.8.")
     mask_image: str | None = Field(default=None, description="Inpainting, with init_image: white pixels are "
                                    "repainted, black ones kept; same size as init_image.")
+    loras: list[LoraRequest] | None = Field(default=None, description="Adapters (see GET /v1/models) active for "
+                                            "this job only, each with its scale.")
     output_format: Literal["png", "jpeg", "webp"] = Field(default="png", description="Encoding of the images.")
     output_quality: int = Field(default=90, ge=1, le=100, description="Quality of jpeg and webp (1-100).")
     scheduler: str | None = Field(default=None, max_length=40, description="Sampler by name (euler, euler_a, "
@@ -64,6 +75,7 @@ class ResolvedParams(BaseModel):
     output_format: str
     output_quality: int
     strength: float | None = None
+    loras: list[dict[str, Any]] = Field(default_factory=list)
     init_image: str | None = Field(default=None, description="`provided` when the job had an input image.")
     mask_image: str | None = None
 

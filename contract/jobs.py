@@ -91,6 +91,7 @@ class GenerationParams(BaseModel):
     strength: float | None = None  # image-to-image / inpainting: how far from the input image to go
     init_image: str | None = None  # storage key of the input image
     mask_image: str | None = None  # storage key of the inpainting mask (white = repaint)
+    loras: list[dict[str, Any]] = Field(default_factory=list)  # [{"name", "scale"}], active for this job only
 
     def image_seed(self, index: int) -> int:
         """Seed of image `index`: image k of a request regenerates alone with `seed=image_seed(k), num_images=1`."""

@@ -57,6 +57,18 @@ def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_sd3(tmp_path_factory.mktemp("models") / "tiny-sd3")
 
 
+@pytest.fixture(scope="session")
+def lora_dir(tiny_sd: Path, tiny_sd3: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random LoRAs: two for the tiny UNet (sd-a, sd-b), one for the tiny transformer (sd3-a)."""
+    from worker.tiny import build_lora
+
+    folder = tmp_path_factory.mktemp("loras")
+    build_lora(tiny_sd, folder / "sd-a.safetensors", seed=1)
+    build_lora(tiny_sd, folder / "sd-b.safetensors", seed=2)
+    build_lora(tiny_sd3, folder / "sd3-a.safetensors", seed=3)
+    return folder
+
+
 @dataclass
 class Stack:
     """A running API plus workers sharing one Redis key prefix and one storage directory."""
@@ -90,7 +102,7 @@ def stack_env(redis_url: str, prefix: str, storage: Path, **extra: str) -> dict[
 
 
 @pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest, redis_server: RedisServer, tiny_sd: Path, tiny_sd3: Path,
+def stack(request: pytest.FixtureRequest, redis_server: RedisServer, tiny_sd: Path, tiny_sd3: Path, lora_dir: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """API + one worker per tiny model (UNet and transformer), started once per test module.
 
@@ -98,7 +110,8 @@ def stack(request: pytest.FixtureRequest, redis_server: RedisServer, tiny_sd: Pa
     """
     tmp = tmp_path_factory.mktemp("stack")
     prefix = f"m{uuid.uuid4().hex[:10]}"
-    env = stack_env(redis_server.url, prefix, tmp / "images", **getattr(request.module, "STACK_ENV", {}))
+    env = stack_env(redis_server.url, prefix, tmp / "images", DIFFUSION_LORA_DIR=str(lora_dir),
+                    **getattr(request.module, "STACK_ENV", {}))
     redis = Redis.from_url(redis_server.url)
     api = start_api(env, tmp / "api.log")
     sources = {"tiny-sd": tiny_sd, "tiny-sd3": tiny_sd3}

@@ -57,6 +57,7 @@ def publish_model(redis: Redis, settings: WorkerSettings, warm: WarmPipeline) ->
     info = {"pipeline": warm.pipeline_class, "width": warm.width, "height": warm.height,
             "steps": settings.default_steps, "guidance_scale": settings.default_guidance_scale,
             "schedulers": warm.scheduler_names, "scheduler": warm.default_scheduler,
+            "loras": warm.loras.published(),
             "device": str(warm.runtime.device), "dtype": str(warm.runtime.dtype).removeprefix("torch.")}
     redis.set(model_info_key(settings.key_prefix, settings.name), json.dumps(info))
 

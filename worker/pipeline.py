@@ -29,6 +29,7 @@ from PIL.Image import Image as PILImage
 from contract.jobs import GenerationParams
 from worker import provenance, schedulers
 from worker.config import WorkerSettings
+from worker.loras import LoraLibrary
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,7 @@ class WarmPipeline:
         # Text-to-image, image-to-image and inpainting pipelines over the same modules (from_pipe
         # shares the weights); the latter two are built on first use.
         self._variants: dict[str, DiffusionPipeline] = {"text": pipe}
+        self.loras = LoraLibrary(pipe, settings.lora_dir, settings.max_loaded_loras)
         if settings.compile:
             self._compile()
         denoiser_of(self.pipe).register_forward_pre_hook(self.clock.mark_forward)
@@ -225,8 +227,12 @@ class WarmPipeline:
         seeds = [params.image_seed(k) for k in range(params.num_images)]
         batches = [seeds] if self.settings.batch_images else [[s] for s in seeds]
         images: list[np.ndarray] = []
-        for batch in batches:
-            images.extend(self._run(params, batch, on_step, on_preview, preview_every, inputs or {}))
+        self.loras.activate(params.loras)
+        try:
+            for batch in batches:
+                images.extend(self._run(params, batch, on_step, on_preview, preview_every, inputs or {}))
+        finally:
+            self.loras.deactivate()  # the next job sees the base model, exactly
         return images
 
     def _run(self, params: GenerationParams, seeds: list[int], on_step: StepHook, on_preview: PreviewHook | None,
@@ -272,10 +278,12 @@ class WarmPipeline:
             raise BadOutput("the pipeline produced non-finite pixels (numeric overflow); try bfloat16 or float32")
         return list((pixels * 255).round().clip(0, 255).astype(np.uint8))
 
-    def reproducibility(self, model: str, seed: int) -> dict[str, Any]:
+    def reproducibility(self, model: str, seed: int, loras: list[dict[str, Any]]) -> dict[str, Any]:
         """The record that lets image `seed` of the last job be regenerated exactly."""
-        return provenance.record(model, self.fingerprint, self.last_scheduler, seed, self.runtime.dtype,
-                                 self.runtime.device, self.settings.compile)
+        record = provenance.record(model, self.fingerprint, self.last_scheduler, seed, self.runtime.dtype,
+                                   self.runtime.device, self.settings.compile)
+        record["loras"] = [{**lora, "sha256": self.loras.hashes.get(lora["name"])} for lora in loras]
+        return record
 
     def release_memory(self) -> None:
         """Return cached device memory after a stopped job (the next job allocates afresh)."""

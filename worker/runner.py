@@ -144,7 +144,7 @@ class Runner:
                             "the GPU ran out of memory; try fewer images or a smaller size") from None
         except BadOutput as exc:
             raise JobFailed(JobErrorType.BAD_OUTPUT, str(exc)) from None
-        except (ValueError, TypeError) as exc:  # UnknownScheduler included
+        except (ValueError, TypeError) as exc:  # UnknownScheduler and LoraError included
             # diffusers validates its inputs with ValueError (e.g. a size the model cannot take).
             raise JobFailed(JobErrorType.INVALID_INPUT, f"the pipeline refused the input: {exc}") from None
         if canceled_at is not None:
@@ -183,7 +183,7 @@ class Runner:
                 self.storage.put(key, data)
                 records.append(ImageRecord(key=key, width=array.shape[1], height=array.shape[0], seed=seed,
                                            content_type=content_type_of(key), bytes=len(data),
-                                           reproducibility=self.warm.reproducibility(self.model, seed)))
+                                           reproducibility=self.warm.reproducibility(self.model, seed, p.loras)))
                 heartbeat()
         except OSError as exc:
             self.storage.delete_job(payload.job_id)  # never leave a partial set of images

@@ -106,6 +106,29 @@ def _save(pipe: StableDiffusionPipeline | StableDiffusion3Pipeline, out: Path) -
     return out
 
 
+def build_lora(model: Path, out: Path, seed: int, rank: int = 4) -> Path:
+    """A random LoRA on the attention projections of a tiny pipeline's denoiser, as one safetensors file."""
+    import tempfile
+
+    from diffusers import DiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = DiffusionPipeline.from_pretrained(model, local_files_only=True, text_encoder_3=None, tokenizer_3=None)
+    torch.manual_seed(seed)
+    name = "unet" if hasattr(pipe, "unet") else "transformer"
+    denoiser = getattr(pipe, name)
+    denoiser.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                    target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(denoiser))
+    with tempfile.TemporaryDirectory() as tmp:
+        type(pipe).save_lora_weights(tmp, **{f"{name}_lora_layers": layers}, safe_serialization=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (Path(tmp) / "pytorch_lora_weights.safetensors").replace(out)
+    return out
+
+
 BUILDERS = {"sd": build_sd, "sd3": build_sd3}
 
 

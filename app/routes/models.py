@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.deps import ServiceDep, SettingsDep
 from app.errors import ServiceUnavailable, responses
@@ -26,6 +26,7 @@ class ModelView(BaseModel):
     schedulers: list[str] | None = None
     device: str | None = None
     dtype: str | None = None
+    loras: list[dict[str, str]] | None = Field(default=None, description="Adapters that fit: name and sha256.")
 
 
 class ModelList(BaseModel):
@@ -46,5 +47,5 @@ def list_models(service: ServiceDep, settings: SettingsDep) -> ModelList:
             pipeline=info.get("pipeline"), width=info.get("width"), height=info.get("height"),
             default_steps=info.get("steps"), default_guidance_scale=info.get("guidance_scale"),
             scheduler=info.get("scheduler"), schedulers=info.get("schedulers"), device=info.get("device"),
-            dtype=info.get("dtype")))
+            dtype=info.get("dtype"), loras=info.get("loras")))
     return ModelList(data=views)
