@@ -123,6 +123,7 @@ class GenerationService:
             raise InvalidRequest(f"scheduler {body.scheduler!r} does not fit model {model!r}; valid: "
                                  f"{', '.join(valid)}", "scheduler")
         self._check_loras(body, model, defaults)
+        self._check_model_limits(params, model, defaults)
         if body.timeout_seconds is not None and body.timeout_seconds > s.job_timeout_seconds:
             raise InvalidRequest(f"timeout_seconds must be at most {s.job_timeout_seconds}", "timeout_seconds")
         if body.webhook_events is not None and body.webhook_url is None:
@@ -135,6 +136,15 @@ class GenerationService:
             except webhooks.WebhookRefused as exc:
                 raise InvalidRequest(str(exc), "webhook_url") from None
         return model, params, images
+
+    @staticmethod
+    def _check_model_limits(params: GenerationParams, model: str, defaults: dict[str, Any]) -> None:
+        """Limits of the model itself, as its worker published them (few-step models, guidance-free models)."""
+        max_steps, fixed = defaults.get("max_steps"), defaults.get("fixed_guidance_scale")
+        if max_steps is not None and params.num_inference_steps > max_steps:
+            raise InvalidRequest(f"model {model!r} takes at most {max_steps} steps", "num_inference_steps")
+        if fixed is not None and params.guidance_scale != fixed:
+            raise InvalidRequest(f"model {model!r} runs with guidance_scale {fixed} only", "guidance_scale")
 
     def _check_loras(self, body: GenerationCreate, model: str, defaults: dict[str, Any]) -> None:
         requested = body.loras or []

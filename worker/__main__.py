@@ -55,9 +55,12 @@ def parse_args(argv: list[str] | None = None) -> dict[str, object]:
 def publish_model(redis: Redis, settings: WorkerSettings, warm: WarmPipeline) -> None:
     """Tell the API this model's defaults (native size, steps, guidance) and what runs it."""
     info = {"pipeline": warm.pipeline_class, "width": warm.width, "height": warm.height,
-            "steps": settings.default_steps, "guidance_scale": settings.default_guidance_scale,
+            "steps": min(settings.default_steps, settings.max_steps or settings.default_steps),
+            "guidance_scale": (settings.default_guidance_scale if settings.fixed_guidance_scale is None
+                               else settings.fixed_guidance_scale),
             "schedulers": warm.scheduler_names, "scheduler": warm.default_scheduler,
             "loras": warm.loras.published(),
+            "max_steps": settings.max_steps, "fixed_guidance_scale": settings.fixed_guidance_scale,
             "device": str(warm.runtime.device), "dtype": str(warm.runtime.dtype).removeprefix("torch.")}
     redis.set(model_info_key(settings.key_prefix, settings.name), json.dumps(info))
 

@@ -36,6 +36,11 @@ class WorkerSettings(CommonSettings):
 
     default_steps: int = Field(default=25, ge=1)
     default_guidance_scale: float = Field(default=7.5, ge=0)
+    # This model's own limits (few-step distilled models: e.g. 4 steps, guidance fixed at 0),
+    # published to the API, which refuses requests outside them.
+    default_scheduler: str | None = Field(default=None, description="Scheduler name replacing the model's own.")
+    max_steps: int | None = Field(default=None, ge=1)
+    fixed_guidance_scale: float | None = Field(default=None, ge=0)
 
     metrics_port: int = Field(default=9101, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"

@@ -160,6 +160,8 @@ class WarmPipeline:
         self.clock = StepClock(torch.cuda.synchronize if runtime.device.type == "cuda" else lambda: None)
         # Text-to-image, image-to-image and inpainting pipelines over the same modules (from_pipe
         # shares the weights); the latter two are built on first use.
+        if settings.default_scheduler:
+            pipe.scheduler = schedulers.build(pipe.scheduler, settings.default_scheduler)
         self._variants: dict[str, DiffusionPipeline] = {"text": pipe}
         self.loras = LoraLibrary(pipe, settings.lora_dir, settings.max_loaded_loras)
         if settings.compile:
@@ -186,9 +188,11 @@ class WarmPipeline:
         """Run one short generation per warm-up size (compiling each bucket); returns the seconds spent."""
         started = time.perf_counter()
         for width, height in self.warm_sizes():
-            params = GenerationParams(prompt="warm-up", width=width, height=height,
-                                      num_inference_steps=self.settings.warmup_steps,
-                                      guidance_scale=self.settings.default_guidance_scale, seed=0, num_images=1)
+            s = self.settings
+            guidance = s.default_guidance_scale if s.fixed_guidance_scale is None else s.fixed_guidance_scale
+            params = GenerationParams(prompt="warm-up", width=width, height=height, guidance_scale=guidance,
+                                      num_inference_steps=min(s.warmup_steps, s.max_steps or s.warmup_steps),
+                                      seed=0, num_images=1)
             self.generate(params, lambda done, total, seconds: True)
         return time.perf_counter() - started
 

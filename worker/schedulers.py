@@ -10,6 +10,7 @@ from diffusers import (
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
+    LCMScheduler,
     UniPCMultistepScheduler,
 )
 
@@ -23,6 +24,7 @@ NOISE_SCHEDULERS: dict[str, tuple[type[Any], dict[str, Any]]] = {
                                                       "use_karras_sigmas": True}),
     "ddim": (DDIMScheduler, {}),
     "unipc": (UniPCMultistepScheduler, {}),
+    "lcm": (LCMScheduler, {}),  # latent-consistency distilled models (LCM, LCM-LoRA): 1-8 steps
 }
 FLOW_SCHEDULERS: dict[str, tuple[type[Any], dict[str, Any]]] = {
     "flow_euler": (FlowMatchEulerDiscreteScheduler, {}),
@@ -39,7 +41,7 @@ def family(scheduler: Any) -> dict[str, tuple[type[Any], dict[str, Any]]]:
 
 
 def name_of(scheduler: Any) -> str:
-    """Our name for the pipeline's own scheduler (the default when a request names none)."""
+    """Our name for a scheduler (the pipeline's own one is the default when a request names none)."""
     for name, (cls, overrides) in family(scheduler).items():
         if type(scheduler) is cls and all(scheduler.config.get(k) == v for k, v in overrides.items()):
             return name

@@ -26,6 +26,8 @@ class ModelView(BaseModel):
     schedulers: list[str] | None = None
     device: str | None = None
     dtype: str | None = None
+    max_steps: int | None = None
+    fixed_guidance_scale: float | None = None
     loras: list[dict[str, str]] | None = Field(default=None, description="Adapters that fit: name and sha256.")
 
 
@@ -47,5 +49,6 @@ def list_models(service: ServiceDep, settings: SettingsDep) -> ModelList:
             pipeline=info.get("pipeline"), width=info.get("width"), height=info.get("height"),
             default_steps=info.get("steps"), default_guidance_scale=info.get("guidance_scale"),
             scheduler=info.get("scheduler"), schedulers=info.get("schedulers"), device=info.get("device"),
-            dtype=info.get("dtype"), loras=info.get("loras")))
+            dtype=info.get("dtype"), loras=info.get("loras"), max_steps=info.get("max_steps"),
+            fixed_guidance_scale=info.get("fixed_guidance_scale")))
     return ModelList(data=views)
