@@ -88,12 +88,15 @@ class GenerationService:
         """Fill defaults, decode input images and check every limit; raises InvalidRequest naming the field."""
         s = self.settings
         images = self._inputs(body)
-        if "init" in images:
-            width, height = images["init"].size
+        sized = images.get("init") or images.get("control")
+        if sized is not None:
+            width, height = sized.size
             if (body.width or width, body.height or height) != (width, height):
-                raise InvalidRequest(f"width and height must match init_image ({width}x{height}) or be omitted",
+                raise InvalidRequest(f"width and height must match the input image ({width}x{height}) or be omitted",
                                      "width")
-            body = body.model_copy(update={"width": width, "height": height, "strength": body.strength or 0.8})
+            body = body.model_copy(update={"width": width, "height": height})
+        if "init" in images:
+            body = body.model_copy(update={"strength": body.strength or 0.8})
         model = body.model or s.default_model
         if model not in s.models:
             raise InvalidRequest(f"unknown model {model!r}; served models: {', '.join(s.models)}", "model")
@@ -116,6 +119,8 @@ class GenerationService:
             output_quality=body.output_quality,
             strength=body.strength,
             loras=[lora.model_dump() for lora in body.loras or []],
+            controlnet=body.controlnet,
+            controlnet_conditioning_scale=body.controlnet_conditioning_scale,
         )
         check_limits(params, s)
         valid = defaults.get("schedulers")
@@ -124,6 +129,9 @@ class GenerationService:
                                  f"{', '.join(valid)}", "scheduler")
         self._check_loras(body, model, defaults)
         self._check_model_limits(params, model, defaults)
+        if body.controlnet is not None and body.controlnet not in defaults.get("controlnets", []):
+            raise InvalidRequest(f"ControlNet {body.controlnet!r} is not configured for model {model!r}; available: "
+                                 f"{', '.join(defaults.get('controlnets', [])) or 'none'}", "controlnet")
         if body.timeout_seconds is not None and body.timeout_seconds > s.job_timeout_seconds:
             raise InvalidRequest(f"timeout_seconds must be at most {s.job_timeout_seconds}", "timeout_seconds")
         if body.webhook_events is not None and body.webhook_url is None:
@@ -160,6 +168,14 @@ class GenerationService:
 
     def _inputs(self, body: GenerationCreate) -> dict[str, Image.Image]:
         s = self.settings
+        if (body.controlnet is None) != (body.control_image is None):
+            raise InvalidRequest("controlnet and control_image go together", "control_image")
+        if body.controlnet is not None:
+            if body.init_image is not None:
+                raise InvalidRequest("a ControlNet cannot be combined with init_image yet", "controlnet")
+            control = inputs.decode(body.control_image or "", "control_image", s)
+            inputs.check_size(control, "control_image", s)
+            return {"control": control}
         if body.init_image is None:
             for name in ("mask_image", "strength"):
                 if getattr(body, name) is not None:
@@ -280,7 +296,7 @@ class GenerationService:
         """Submit the same request again: same model, priority and resolved parameters (seed included)."""
         record = self.get(job_id)
         fields = record.params.model_dump()
-        for name in ("init_image", "mask_image"):
+        for name in ("init_image", "mask_image", "control_image"):
             if fields[name]:
                 fields[name] = base64.b64encode(self.storage.path(fields[name]).read_bytes()).decode()
         body = GenerationCreate(**fields, model=record.model, priority=record.priority)

@@ -40,6 +40,11 @@ class GenerationCreate(BaseModel):
                                    "default 0.8.")
     mask_image: str | None = Field(default=None, description="Inpainting, with init_image: white pixels are "
                                    "repainted, black ones kept; same size as init_image.")
+    controlnet: str | None = Field(default=None, max_length=100, description="A ControlNet of the model "
+                                   "(see GET /v1/models), steered by control_image.")
+    control_image: str | None = Field(default=None, description="Conditioning image of the ControlNet (PNG, JPEG "
+                                      "or WebP, base64 or a data URL); its size is the output size.")
+    controlnet_conditioning_scale: float = Field(default=1.0, ge=0, le=2, description="Strength of the ControlNet.")
     loras: list[LoraRequest] | None = Field(default=None, description="Adapters (see GET /v1/models) active for "
                                             "this job only, each with its scale.")
     output_format: Literal["png", "jpeg", "webp"] = Field(default="png", description="Encoding of the images.")
@@ -76,6 +81,9 @@ class ResolvedParams(BaseModel):
     output_quality: int
     strength: float | None = None
     loras: list[dict[str, Any]] = Field(default_factory=list)
+    controlnet: str | None = None
+    control_image: str | None = None
+    controlnet_conditioning_scale: float = 1.0
     init_image: str | None = Field(default=None, description="`provided` when the job had an input image.")
     mask_image: str | None = None
 

@@ -92,6 +92,9 @@ class GenerationParams(BaseModel):
     init_image: str | None = None  # storage key of the input image
     mask_image: str | None = None  # storage key of the inpainting mask (white = repaint)
     loras: list[dict[str, Any]] = Field(default_factory=list)  # [{"name", "scale"}], active for this job only
+    controlnet: str | None = None  # name of a ControlNet configured on the model's workers
+    control_image: str | None = None  # storage key of its conditioning image
+    controlnet_conditioning_scale: float = 1.0
 
     def image_seed(self, index: int) -> int:
         """Seed of image `index`: image k of a request regenerates alone with `seed=image_seed(k), num_images=1`."""

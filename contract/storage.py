@@ -10,9 +10,9 @@ from pathlib import Path
 
 # `<32 hex job id>/<index>.<ext>`: the only shape a key may have. Nothing a client sends is
 # used as a path without matching this first.
-KEY_PATTERN = re.compile(r"^(?P<job>[0-9a-f]{32})/(?P<name>([0-9]{1,3}|init|mask)\.(?P<ext>png|jpeg|webp))$")
+KEY_PATTERN = re.compile(r"^(?P<job>[0-9a-f]{32})/(?P<name>([0-9]{1,3}|init|mask|control)\.(?P<ext>png|jpeg|webp))$")
 # Input images a request brought (image-to-image, inpainting); never served back.
-INPUT_NAMES = ("init", "mask")
+INPUT_NAMES = ("init", "mask", "control")
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -69,6 +70,14 @@ def lora_dir(tiny_sd: Path, tiny_sd3: Path, tmp_path_factory: pytest.TempPathFac
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_controlnet(tiny_sd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random ControlNet for the tiny UNet pipeline."""
+    from worker.tiny import build_controlnet
+
+    return build_controlnet(tiny_sd, tmp_path_factory.mktemp("controlnets") / "edges", seed=4)
+
+
 @dataclass
 class Stack:
     """A running API plus workers sharing one Redis key prefix and one storage directory."""
@@ -103,7 +112,7 @@ def stack_env(redis_url: str, prefix: str, storage: Path, **extra: str) -> dict[
 
 @pytest.fixture(scope="module")
 def stack(request: pytest.FixtureRequest, redis_server: RedisServer, tiny_sd: Path, tiny_sd3: Path, lora_dir: Path,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+          tiny_controlnet: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """API + one worker per tiny model (UNet and transformer), started once per test module.
 
     A module may set STACK_ENV (extra settings) and STACK_MODELS (which workers to start).
@@ -118,7 +127,8 @@ def stack(request: pytest.FixtureRequest, redis_server: RedisServer, tiny_sd: Pa
     workers = {}
     for model in getattr(request.module, "STACK_MODELS", ("tiny-sd", "tiny-sd3")):
         suffix = "sd" if model == "tiny-sd" else "sd3"
-        workers[model] = start_worker(sources[model], {**env, "DIFFUSION_WORKER_ID": f"{prefix}-{suffix}"},
+        own = {"DIFFUSION_CONTROLNETS": json.dumps({"edges": str(tiny_controlnet)})} if model == "tiny-sd" else {}
+        workers[model] = start_worker(sources[model], {**env, **own, "DIFFUSION_WORKER_ID": f"{prefix}-{suffix}"},
                                       tmp / f"w-{suffix}.log", name=model)
     try:
         for model, worker in workers.items():

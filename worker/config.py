@@ -29,6 +29,8 @@ class WorkerSettings(CommonSettings):
     warmup_steps: int = Field(default=2, ge=1)
     cpu_threads: int = Field(default=0, ge=0, description="torch intra-op threads on CPU; 0 = torch's default.")
     batch_images: bool = Field(default=True, description="Denoise the images of one request as one batch.")
+    controlnets: dict[str, str] = Field(default_factory=dict, description="ControlNets of this model: name -> "
+                                        "local folder or hub id (JSON).")
     lora_dir: Path | None = Field(default=None, description="Directory of LoRA adapters (*.safetensors).")
     max_loaded_loras: int = Field(default=8, ge=1, description="LRU bound of adapters kept loaded.")
     png_compress_level: int = Field(default=4, ge=0, le=9)

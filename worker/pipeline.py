@@ -22,6 +22,7 @@ from diffusers import (
     AutoPipelineForImage2Image,
     AutoPipelineForInpainting,
     AutoPipelineForText2Image,
+    ControlNetModel,
     DiffusionPipeline,
 )
 from PIL.Image import Image as PILImage
@@ -164,6 +165,7 @@ class WarmPipeline:
             pipe.scheduler = schedulers.build(pipe.scheduler, settings.default_scheduler)
         self._variants: dict[str, DiffusionPipeline] = {"text": pipe}
         self.loras = LoraLibrary(pipe, settings.lora_dir, settings.max_loaded_loras)
+        self.controlnets = self._load_controlnets()
         if settings.compile:
             self._compile()
         denoiser_of(self.pipe).register_forward_pre_hook(self.clock.mark_forward)
@@ -206,10 +208,29 @@ class WarmPipeline:
         """Name of the model's own scheduler."""
         return schedulers.name_of(self.pipe.scheduler)
 
+    def _load_controlnets(self) -> dict[str, Any]:
+        """Load the configured ControlNets; keep the ones that form a pipeline with this model."""
+        loaded = {}
+        for name, source in self.settings.controlnets.items():
+            local = Path(source).exists() or not self.settings.allow_download
+            try:
+                model = ControlNetModel.from_pretrained(source, torch_dtype=self.runtime.dtype, local_files_only=local)
+                model.to(self.runtime.device)
+                AutoPipelineForText2Image.from_pipe(self.pipe, controlnet=model)
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("ControlNet not usable with this model", extra={"controlnet": name, "reason": str(exc)})
+                continue
+            loaded[name] = model
+        return loaded
+
     def _variant(self, kind: str) -> DiffusionPipeline:
         if kind not in self._variants:
-            auto = AutoPipelineForInpainting if kind == "inpaint" else AutoPipelineForImage2Image
-            self._variants[kind] = auto.from_pipe(self.pipe)
+            if kind.startswith("control:"):
+                controlnet = self.controlnets[kind.split(":", 1)[1]]
+                self._variants[kind] = AutoPipelineForText2Image.from_pipe(self.pipe, controlnet=controlnet)
+            else:
+                auto = AutoPipelineForInpainting if kind == "inpaint" else AutoPipelineForImage2Image
+                self._variants[kind] = auto.from_pipe(self.pipe)
         return self._variants[kind]
 
     def _job_pipeline(self, kind: str, scheduler_name: str | None) -> DiffusionPipeline:
@@ -242,16 +263,22 @@ class WarmPipeline:
     def _run(self, params: GenerationParams, seeds: list[int], on_step: StepHook, on_preview: PreviewHook | None,
              preview_every: int, inputs: Mapping[str, PILImage]) -> list[np.ndarray]:
         kind = "inpaint" if "mask" in inputs else "image" if "init" in inputs else "text"
+        if params.controlnet is not None:
+            if params.controlnet not in self.controlnets:
+                raise ValueError(f"ControlNet {params.controlnet!r} is not loaded on this worker")
+            kind = f"control:{params.controlnet}"
         pipe = self._job_pipeline(kind, params.scheduler)
         extra: dict[str, Any] = {}
         if "width" in inspect.signature(type(pipe).__call__).parameters:
             # Some image-to-image pipelines (SD 1.x) take the size from the image; others (SD3)
             # would fall back to their native size without it.
             extra = {"width": params.width, "height": params.height}
-        if kind != "text":
+        if kind in ("image", "inpaint"):
             extra |= {"image": inputs["init"], "strength": params.strength or 0.8}
             if kind == "inpaint":
                 extra["mask_image"] = inputs["mask"]
+        if params.controlnet is not None:
+            extra |= {"image": inputs["control"], "controlnet_conditioning_scale": params.controlnet_conditioning_scale}
         # CPU generators: the same seed gives the same starting noise on every device.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
 

@@ -193,7 +193,7 @@ class Runner:
     def _inputs(self, params: GenerationParams) -> dict[str, Image.Image]:
         """The job's input images, as the API stored them (already checked there)."""
         found = {}
-        for name, key in (("init", params.init_image), ("mask", params.mask_image)):
+        for name, key in (("init", params.init_image), ("mask", params.mask_image), ("control", params.control_image)):
             if key is not None:
                 try:
                     with Image.open(self.storage.path(key)) as image:

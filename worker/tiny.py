@@ -129,6 +129,23 @@ def build_lora(model: Path, out: Path, seed: int, rank: int = 4) -> Path:
     return out
 
 
+def build_controlnet(model: Path, out: Path, seed: int) -> Path:
+    """A random ControlNet for the tiny UNet pipeline (its zero-initialised layers randomised, so it acts)."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(model / "unet")
+    torch.manual_seed(seed)
+    # One stride-2 stage: the tiny VAE downsamples by 2, so control features meet the latents' size.
+    controlnet = ControlNetModel.from_unet(unet, conditioning_channels=3, conditioning_embedding_out_channels=(16, 32))
+    with torch.no_grad():
+        for layer in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
+                      controlnet.controlnet_cond_embedding.conv_out]:
+            layer.weight.normal_(0, 1.0)
+            layer.bias.normal_(0, 1.0)
+    controlnet.save_pretrained(out, safe_serialization=True)
+    return out
+
+
 BUILDERS = {"sd": build_sd, "sd3": build_sd3}
 
 

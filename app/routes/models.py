@@ -26,6 +26,7 @@ class ModelView(BaseModel):
     schedulers: list[str] | None = None
     device: str | None = None
     dtype: str | None = None
+    controlnets: list[str] | None = None
     max_steps: int | None = None
     fixed_guidance_scale: float | None = None
     loras: list[dict[str, str]] | None = Field(default=None, description="Adapters that fit: name and sha256.")
@@ -41,14 +42,12 @@ class ModelList(BaseModel):
 @router.get("", response_model=ModelList, responses=responses(ServiceUnavailable))
 def list_models(service: ServiceDep, settings: SettingsDep) -> ModelList:
     """Served models with native size, defaults, valid schedulers, ready workers and queue depth."""
+    # Published field -> view field, where the names differ.
+    renamed = {"steps": "default_steps", "guidance_scale": "default_guidance_scale"}
     views = []
     for model in settings.models:
-        info = service.model_defaults(model)
-        views.append(ModelView(
-            id=model, ready_workers=service.ready_workers(model), queue_depth=service.depth(model),
-            pipeline=info.get("pipeline"), width=info.get("width"), height=info.get("height"),
-            default_steps=info.get("steps"), default_guidance_scale=info.get("guidance_scale"),
-            scheduler=info.get("scheduler"), schedulers=info.get("schedulers"), device=info.get("device"),
-            dtype=info.get("dtype"), loras=info.get("loras"), max_steps=info.get("max_steps"),
-            fixed_guidance_scale=info.get("fixed_guidance_scale")))
+        info = {renamed.get(k, k): v for k, v in service.model_defaults(model).items()}
+        known = {k: v for k, v in info.items() if k in ModelView.model_fields}
+        views.append(ModelView(id=model, ready_workers=service.ready_workers(model), queue_depth=service.depth(model),
+                               **known))
     return ModelList(data=views)

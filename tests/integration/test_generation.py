@@ -216,3 +216,23 @@ def test_image_to_image_and_inpainting_run(stack: Stack, model: str) -> None:
         pixels = [fetch_pixels(client, j["images"][0]["url"]) for j in (low, high, inpaint)]
     assert pixels[0].shape == (96, 64, 3)
     assert np.abs(pixels[0] - pixels[1]).max() > 0, "strength changes the output"
+
+
+def test_controlnet_steers_the_image(stack: Stack) -> None:
+    white, black = Image.new("RGB", (64, 64), (255, 255, 255)), Image.new("RGB", (64, 64), (0, 0, 0))
+    body = {"prompt": "a red circle", "num_inference_steps": 4, "seed": 8, "controlnet": "edges"}
+    with stack.client() as client:
+        jobs = [run_job(client, {**body, "control_image": encoded(white)}),
+                run_job(client, {**body, "control_image": encoded(black)}),
+                run_job(client, {**body, "control_image": encoded(white), "controlnet_conditioning_scale": 0}),
+                run_job(client, {key: value for key, value in body.items() if key != "controlnet"})]
+        assert all(j["status"] == "succeeded" for j in jobs), jobs
+        pixels = [fetch_pixels(client, j["images"][0]["url"]) for j in jobs]
+        models = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+        foreign = client.post("/v1/generations", json={**body, "model": "tiny-sd3", "control_image": encoded(white)})
+        missing = client.post("/v1/generations", json=body)
+    assert np.abs(pixels[0] - pixels[1]).max() > 0, "the control image changes the output"
+    assert np.abs(pixels[2] - pixels[3]).max() <= 1, "at scale 0 the ControlNet does nothing"
+    assert models["tiny-sd"]["controlnets"] == ["edges"] and models["tiny-sd3"]["controlnets"] == []
+    assert foreign.status_code == 422 and foreign.json()["error"]["param"] == "controlnet"
+    assert missing.status_code == 422 and missing.json()["error"]["param"] == "control_image"
