@@ -6,7 +6,7 @@ import ipaddress
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from contract.settings import CommonSettings
+from contract.settings import CommonSettings, read_models_file
 
 
 class ApiSettings(CommonSettings):
@@ -65,5 +65,6 @@ class ApiSettings(CommonSettings):
 
     @property
     def models(self) -> list[str]:
-        """Model names a request may ask for; the default model is always one."""
-        return [self.default_model, *[m for m in self.served_models if m != self.default_model]]
+        """Model names a request may ask for: the default, DIFFUSION_SERVED_MODELS, the models file's."""
+        names = [self.default_model, *self.served_models, *read_models_file(self.models_file)]
+        return list(dict.fromkeys(names))

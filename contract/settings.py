@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "DIFFUSION_"
@@ -28,8 +29,36 @@ class CommonSettings(BaseSettings):
     storage_dir: Path = Path("var/images")
     job_retention_seconds: int = Field(default=24 * 3600, ge=1)
     job_timeout_seconds: int = Field(default=600, ge=1)
+    models_file: Path | None = Field(default=None, description="JSON file naming the served models.")
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ModelEntry(BaseModel):
+    """One served model in the models file: where its weights are, and its own defaults and limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    default_steps: int | None = Field(default=None, ge=1)
+    default_guidance_scale: float | None = Field(default=None, ge=0)
+    default_scheduler: str | None = None
+    max_steps: int | None = Field(default=None, ge=1)
+    fixed_guidance_scale: float | None = Field(default=None, ge=0)
+    controlnets: dict[str, str] | None = None
+    lora_dir: Path | None = None
+
+
+def read_models_file(path: Path | None) -> dict[str, ModelEntry]:
+    """The models file (`{"name": {"source": ..., ...}}`), validated; stops start-up with a message if bad."""
+    if path is None:
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        return {name: ModelEntry.model_validate(entry) for name, entry in raw.items()}
+    except (OSError, ValueError, AttributeError) as exc:
+        print(f"invalid configuration: {ENV_PREFIX}MODELS_FILE {path}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def load_settings(cls: type[S], **overrides: object) -> S:

@@ -127,10 +127,13 @@ def start_api(env: dict[str, str], log: Path) -> Service:
     return service
 
 
-def start_worker(model: Path, env: dict[str, str], log: Path, *, name: str | None = None) -> Service:
-    """`python -m worker` on a model folder with its own metrics port; does not wait for readiness."""
+def start_worker(model: Path, env: dict[str, str], log: Path, *, name: str | None = None,
+                 from_models_file: bool = False) -> Service:
+    """`python -m worker` on a model folder (or its models-file entry) with its own metrics port; no waiting."""
     port = free_port()
-    args = ["-m", "worker", "--model", str(model), "--metrics-port", str(port)]
+    args = ["-m", "worker", "--metrics-port", str(port)]
+    if not from_models_file:
+        args += ["--model", str(model)]
     if name:
         args += ["--name", name]
     return spawn(args, {"DIFFUSION_CPU_THREADS": "1", **env}, log, port)

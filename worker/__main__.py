@@ -28,7 +28,7 @@ from rq.serializers import JSONSerializer
 from contract import logs
 from contract.queues import model_info_key, queue_names
 from contract.records import JobStore
-from contract.settings import load_settings
+from contract.settings import load_settings, read_models_file
 from contract.storage import LocalStorage
 from worker import metrics, tasks
 from worker.config import WorkerSettings
@@ -65,11 +65,22 @@ def publish_model(redis: Redis, settings: WorkerSettings, warm: WarmPipeline) ->
     redis.set(model_info_key(settings.key_prefix, settings.name), json.dumps(info))
 
 
+def settings_for(overrides: dict[str, object]) -> WorkerSettings:
+    """Settings from the command line, then the environment, then the model's entry in the models file."""
+    settings = load_settings(WorkerSettings, **overrides)
+    entry = read_models_file(settings.models_file).get(settings.name)
+    if entry is None:
+        return settings
+    from_file = {("model_source" if k == "source" else k): v for k, v in entry.model_dump(exclude_none=True).items()}
+    explicit = {k: getattr(settings, k) for k in settings.model_fields_set}
+    return load_settings(WorkerSettings, **{**from_file, **explicit})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start a worker; returns the process exit code."""
     overrides = parse_args(argv)
     burst = bool(overrides.pop("burst", False))
-    settings = load_settings(WorkerSettings, **overrides)
+    settings = settings_for(overrides)
     logs.configure(settings.log_format, settings.log_level)
     for library in (diffusers, transformers):
         library.utils.logging.set_verbosity_error()

@@ -36,3 +36,21 @@ def test_bad_setting_stops_start_up_naming_it(module: str, variable: str, value:
     assert "Traceback" not in result.stderr
     if "SIDE" not in variable:
         assert variable in result.stderr
+
+
+def test_models_file_fills_worker_settings_below_environment(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from worker.__main__ import settings_for
+
+    models = tmp_path / "models.json"
+    models.write_text(json.dumps({"turbo": {"source": "/models/turbo", "max_steps": 4, "default_steps": 2}}))
+    monkeypatch.setenv("DIFFUSION_MODELS_FILE", str(models))
+    monkeypatch.setenv("DIFFUSION_DEFAULT_STEPS", "3")
+    settings = settings_for({"model_name": "turbo"})
+    assert settings.model_source == "/models/turbo" and settings.max_steps == 4
+    assert settings.default_steps == 3, "the environment wins over the file"
+    assert ApiSettings().models == ["tiny-sd", "turbo"]
+    models.write_text(json.dumps({"turbo": {"sauce": "typo"}}))
+    with pytest.raises(SystemExit):
+        settings_for({"model_name": "turbo"})
