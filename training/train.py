@@ -278,8 +278,10 @@ def train_unet(a, wd: Path):
                 for f, s, b, k in zip(cache["fg"][idx], cache["shape"][idx], cache["bg"][idx], kinds)]
         ids = ids_for(caps)
         gen = torch.Generator().manual_seed(a.seed * 1_000_003 + step)
-        z0 = (cache["mean"][idx] + cache["std"][idx] * torch.randn(
-            cache["mean"][idx].shape, generator=gen)) * sf
+        z0 = cache["mean"][idx]
+        if a.latent_noise:
+            z0 = z0 + a.latent_noise * cache["std"][idx] * torch.randn(z0.shape, generator=gen)
+        z0 = z0 * sf
         noise = torch.randn(z0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (a.batch,), generator=gen)
         zt = sched.add_noise(z0, noise, t)
@@ -322,6 +324,68 @@ def train_unet(a, wd: Path):
     log(f"diffusion training done at step {step}")
 
 
+# ------------------------------------------------- VAE decoder fine-tuning
+def finetune_decoder(a, wd: Path):
+    """Sharpen the VAE decoder with the encoder frozen.
+
+    The latent space (encoder, scaling factor) does not change, so the
+    diffusion model stays valid; the decoder learns to decode posterior means
+    (what the diffusion model is trained to produce) into sharp shapes.
+    """
+    from diffusers import AutoencoderKL
+
+    src = wd / "vae"
+    done = wd / "vae_decoder_done.json"
+    ck = wd / "decoder_ckpt.pt"
+    if done.exists():
+        log(f"decoder already fine-tuned: {done}")
+        return
+    vae = AutoencoderKL.from_pretrained(src)
+    vae.encoder.requires_grad_(False)
+    vae.quant_conv.requires_grad_(False)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    opt = torch.optim.AdamW(params, lr=a.decoder_lr, weight_decay=0.0)
+    step = 0
+    if ck.exists():
+        st = torch.load(ck, weights_only=False)
+        vae.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step = st["step"]
+        log(f"resumed decoder fine-tuning at step {step}")
+    t0 = time.time()
+    while step < a.decoder_steps:
+        warm = min(1.0, (step + 1) / 20)
+        cos = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / a.decoder_steps))
+        for g in opt.param_groups:
+            g["lr"] = a.decoder_lr * warm * cos
+        rng = np.random.default_rng([a.seed, 5, step])
+        b = sample_batch(rng, a.vae_batch, captions=False)
+        x = torch.from_numpy(to_tensor_range(b["images"]))
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean
+        y = vae.decode(z).sample
+        rec = (y - x).abs().mean() + (y - x).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        rec.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % 25 == 0 or step == 1:
+            with torch.no_grad():
+                acc = (palette_index(y) == palette_index(x)).float().mean().item()
+            log(f"decoder step {step}/{a.decoder_steps} rec {rec.item():.4f} "
+                f"pixel-palette-acc {acc:.4f} ({(time.time() - t0) / 60:.1f} min)")
+        if step % 100 == 0 or step == a.decoder_steps:
+            atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, ck)
+    vae.save_pretrained(src, safe_serialization=True)
+    out = Path(a.out)
+    if (out / "vae" / "config.json").exists():
+        vae.save_pretrained(out / "vae", safe_serialization=True)
+        log(f"updated {out / 'vae'}")
+    done.write_text(json.dumps({"steps": step}))
+    log("decoder fine-tuning done")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -329,7 +393,7 @@ def main(argv=None):
     p.add_argument("--out", default="worker/models/shapes", help="exported pipeline")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--phase", choices=["all", "vae", "cache", "unet"], default="all")
+    p.add_argument("--phase", choices=["all", "vae", "cache", "unet", "decoder"], default="all")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoints in --workdir (or --init-from)")
     p.add_argument("--vae-steps", type=int, default=500)
@@ -337,7 +401,11 @@ def main(argv=None):
     p.add_argument("--vae-lr", type=float, default=1.5e-3)
     p.add_argument("--kl-weight", type=float, default=1e-5)
     p.add_argument("--cache-size", type=int, default=40000)
+    p.add_argument("--latent-noise", type=float, default=0.0,
+                   help="train on mean + this * std of the VAE posterior (0: the mean)")
     p.add_argument("--unet-steps", type=int, default=6000)
+    p.add_argument("--decoder-steps", type=int, default=800)
+    p.add_argument("--decoder-lr", type=float, default=5e-4)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=200)
@@ -361,6 +429,8 @@ def main(argv=None):
         build_cache(a, wd)
     if a.phase in ("all", "unet"):
         train_unet(a, wd)
+    if a.phase in ("all", "decoder"):
+        finetune_decoder(a, wd)
 
 
 if __name__ == "__main__":
