@@ -62,6 +62,12 @@ def train_vae(a, wd: Path):
     if (final / "config.json").exists():
         log(f"VAE already trained: {final}")
         return
+    shipped = Path(a.out) / "vae"
+    if a.resume and (shipped / "config.json").exists():
+        shutil.copytree(shipped, final, dirs_exist_ok=True)
+        (wd / "vae_decoder_done.json").write_text(json.dumps({"from": str(shipped)}))
+        log(f"--resume: using the trained VAE of {shipped}")
+        return
     torch.manual_seed(a.seed)
     vae = make_vae()
     log(f"VAE params: {count_params(vae):,}")
@@ -400,16 +406,16 @@ def main(argv=None):
     p.add_argument("--vae-batch", type=int, default=32)
     p.add_argument("--vae-lr", type=float, default=1.5e-3)
     p.add_argument("--kl-weight", type=float, default=1e-5)
-    p.add_argument("--cache-size", type=int, default=40000)
+    p.add_argument("--cache-size", type=int, default=32000)
     p.add_argument("--latent-noise", type=float, default=0.0,
                    help="train on mean + this * std of the VAE posterior (0: the mean)")
-    p.add_argument("--unet-steps", type=int, default=6000)
-    p.add_argument("--decoder-steps", type=int, default=800)
+    p.add_argument("--unet-steps", type=int, default=6200)
+    p.add_argument("--decoder-steps", type=int, default=600)
     p.add_argument("--decoder-lr", type=float, default=5e-4)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--decay-from", type=int, default=0,
+    p.add_argument("--decay-from", type=int, default=4600,
                    help="cosine-decay the LR to 10%% from this step to --unet-steps (0: constant)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--log-every", type=int, default=50)
