@@ -49,6 +49,25 @@ def heldout_prompts(seeds_per_combo: int = 3, seed0: int = 1000) -> list[tuple[s
     return out
 
 
+def trained_prompts(n: int = 48, seed: int = 77) -> list[tuple[str, int]]:
+    """(prompt, seed) pairs from combinations seen in training (validation use)."""
+    from .dataset import TRAIN_COMBOS
+
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(TRAIN_COMBOS), n, replace=False)
+    return [(caption_full(*TRAIN_COMBOS[i]), 2000 + k) for k, i in enumerate(idx)]
+
+
+def guidance_sweep(pipe, scales=(1.0, 2.0, 3.0, 4.0, 5.0, 7.5), steps=DEFAULT_STEPS):
+    """Choose the default guidance on trained combinations, not on the held-out set."""
+    pairs = trained_prompts()
+    out = {}
+    for g in scales:
+        out[g] = run_prompts(pipe, pairs, steps=steps, guidance=g)
+        print(f"[sweep on {len(pairs)} trained-combination prompts, guidance {g}] {out[g]}", flush=True)
+    return out
+
+
 def generate(pipe, prompts, seeds, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE,
              negative=None, batch=24):
     images = []
@@ -139,12 +158,17 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="threads for quality runs")
     p.add_argument("--bench-threads", type=int, default=2)
     p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--sweep", action="store_true",
+                   help="only run the guidance sweep on trained combinations")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
     t0 = time.time()
     pipe = load_pipeline(a.model)
+    if a.sweep:
+        guidance_sweep(pipe, steps=a.steps)
+        return
     res = {"model": a.model, "scheduler": type(pipe.scheduler).__name__,
            "guidance": a.guidance, "steps": a.steps,
            "machine": f"{platform.processor() or platform.machine()}, "
