@@ -1,0 +1,1 @@
+"""Training code of the project's embedded default model ("shapes")."""
