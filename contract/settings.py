@@ -25,7 +25,7 @@ class CommonSettings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "DIFFUSION_REDIS_URL"),
     )
     key_prefix: str = Field(default="diffusion", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
-    default_model: str = Field(default="tiny-sd", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    default_model: str = Field(default="shapes", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     storage_dir: Path = Path("var/images")
     job_retention_seconds: int = Field(default=24 * 3600, ge=1)
     job_timeout_seconds: int = Field(default=600, ge=1)

@@ -68,7 +68,7 @@ def demo(base: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("DIFFUSION_PORT", "8000")))
-    parser.add_argument("--model", default=os.environ.get("DIFFUSION_MODEL_SOURCE", "var/models/tiny-sd"))
+    parser.add_argument("--model", help="model folder or hub id (default: the embedded default model)")
     parser.add_argument("--once", action="store_true", help="exit after the first generation")
     args = parser.parse_args()
     VAR.mkdir(exist_ok=True)
@@ -85,12 +85,14 @@ def main() -> None:
             procs.append(start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                 "--appendonly", "no", "--dir", str(VAR / "redis")], {}, VAR / "redis.log"))
             env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-        if args.model == "var/models/tiny-sd" and not (ROOT / args.model / "model_index.json").exists():
-            subprocess.run([py, "-m", "worker.tiny", "--out", args.model], cwd=ROOT, check=True)
-        procs.append(start([py, "-m", "worker", "--model", args.model], env, VAR / "worker.log"))
+        env.setdefault("DIFFUSION_MODELS_FILE", os.environ.get("DIFFUSION_MODELS_FILE", str(ROOT / "deploy" /
+                                                                                                "models.json")))
+        model = ["--model", args.model] if args.model else []
+        procs.append(start([py, "-m", "worker", *model], env, VAR / "worker.log"))
         procs.append(start([py, "-m", "app", "--port", str(args.port)], env, VAR / "api.log"))
         base = f"http://127.0.0.1:{args.port}"
-        print(f"starting Redis ({env['REDIS_URL']}), a worker on {args.model} and the API on {base} ...")
+        print(f"starting Redis ({env['REDIS_URL']}), a worker on {args.model or 'the default model'} and the API "
+              f"on {base} ...")
         wait_ready(base, procs, timeout=300)
         demo(base)
         if args.once:

@@ -11,7 +11,8 @@ from pydantic import Field, field_validator
 
 from contract.settings import CommonSettings
 
-DEFAULT_MODEL_SOURCE = "var/models/tiny-sd"
+# The embedded default model, shipped inside this package: works from any install, no download.
+DEFAULT_MODEL_SOURCE = str(Path(__file__).resolve().parent / "models" / "shapes")
 
 
 class WorkerSettings(CommonSettings):

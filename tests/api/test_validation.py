@@ -103,7 +103,7 @@ def test_accepted_job_is_recorded_and_queued(client: TestClient, redis: Redis, p
     assert job["status"] == "queued" and job["queue_position"] == 0
     assert job["params"]["seed"] == 5 and job["params"]["num_inference_steps"] == 25
     assert client.get(response.headers["location"]).json()["id"] == job["id"]
-    assert redis.llen(f"rq:queue:{prefix}.generate.tiny-sd") == 1
+    assert redis.llen(f"rq:queue:{prefix}.generate.shapes") == 1
 
 
 def test_queue_full_gives_429_with_retry_after(client: TestClient) -> None:

@@ -18,7 +18,7 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = ApiSettings()
     assert settings.redis_url == "redis://example:1/2"
     assert settings.max_inference_steps == 12
-    assert settings.models == ["tiny-sd", "a", "b"]
+    assert settings.models == ["shapes", "a", "b"]
 
 
 @pytest.mark.parametrize(("module", "variable", "value"), [
@@ -50,7 +50,7 @@ def test_models_file_fills_worker_settings_below_environment(tmp_path, monkeypat
     settings = settings_for({"model_name": "turbo"})
     assert settings.model_source == "/models/turbo" and settings.max_steps == 4
     assert settings.default_steps == 3, "the environment wins over the file"
-    assert ApiSettings().models == ["tiny-sd", "turbo"]
+    assert ApiSettings().models == ["shapes", "turbo"]
     models.write_text(json.dumps({"turbo": {"sauce": "typo"}}))
     with pytest.raises(SystemExit):
         settings_for({"model_name": "turbo"})
