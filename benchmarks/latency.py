@@ -57,12 +57,12 @@ def bench_service(model: Path, steps: int, runs: int, tmp: Path) -> None:
     server = RedisServer(tmp / "redis").start()
     prefix = f"b{uuid.uuid4().hex[:8]}"
     env = {"REDIS_URL": server.url, "DIFFUSION_KEY_PREFIX": prefix, "DIFFUSION_STORAGE_DIR": str(tmp / "img"),
-           "DIFFUSION_URL_SIGNING_SECRET": "bench", "DIFFUSION_CPU_THREADS": "0"}
+           "DIFFUSION_URL_SIGNING_SECRET": "bench", "DIFFUSION_CPU_THREADS": "0", "DIFFUSION_DEFAULT_MODEL": "bench"}
     api = start_api(env, tmp / "api.log")
     worker = start_worker(model, {**env, "DIFFUSION_WORKER_ID": f"{prefix}-w", "DIFFUSION_CPU_THREADS": "0"},
                           tmp / "worker.log")
     try:
-        wait_ready(worker, Redis.from_url(server.url), f"{prefix}.generate.tiny-sd", f"{prefix}-w")
+        wait_ready(worker, Redis.from_url(server.url), f"{prefix}.generate.bench", f"{prefix}-w")
         observed, inside = [], []
         with httpx.Client(base_url=f"http://127.0.0.1:{api.port}", timeout=30) as client:
             for run in range(runs):
@@ -120,7 +120,8 @@ def _seconds(iso: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, action="append", help="model folder (repeatable)")
+    parser.add_argument("--model", type=Path, action="append",
+                        help="model folder (repeatable; default: the embedded shapes model and the tiny pipelines)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--device", default="auto")
@@ -130,7 +131,8 @@ def main() -> None:
           f"torch {torch.__version__}, cuda {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        models = args.model or [build_sd(tmp / "tiny-sd"), build_sd3(tmp / "tiny-sd3")]
+        default = Path(__file__).resolve().parent.parent / "worker" / "models" / "shapes"
+        models = args.model or [default, build_sd(tmp / "tiny-sd"), build_sd3(tmp / "tiny-sd3")]
         for model in models:
             bench_pipeline(model, args.steps, args.runs, args.device)
         if not args.no_service:
