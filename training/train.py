@@ -315,11 +315,12 @@ def train_unet(a, wd: Path):
         if step % a.export_every == 0 or step == a.unet_steps:
             pipe = make_pipeline(vae, ema.shadow[1], tok, ema.shadow[0])
             export_pipeline(pipe, out, tok_dir)
-            COMPACT_CKPT.parent.mkdir(parents=True, exist_ok=True)
+            state_out = Path(a.state_out)
+            state_out.parent.mkdir(parents=True, exist_ok=True)
             atomic_save({"unet": unet.state_dict(), "te": te.state_dict(), "step": step,
                          "note": "raw (non-EMA) weights; EMA weights are the exported pipeline"},
-                        COMPACT_CKPT)
-            log(f"exported EMA pipeline to {out} and {COMPACT_CKPT.name} at step {step}")
+                        state_out)
+            log(f"exported EMA pipeline to {out} and {state_out} at step {step}")
         if a.eval_every and (step % a.eval_every == 0 or step == a.unet_steps):
             te_ = time.time()
             pipe = make_pipeline(vae, ema.shadow[1], tok, ema.shadow[0])
@@ -425,6 +426,8 @@ def main(argv=None):
     p.add_argument("--eval-guidance", type=float, default=5.0)
     p.add_argument("--init-from", default=str(COMPACT_CKPT),
                    help="compact checkpoint used by --resume when --workdir has none")
+    p.add_argument("--state-out", default=str(COMPACT_CKPT),
+                   help="where the compact training state is written at each export")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     wd = Path(a.workdir)
