@@ -21,8 +21,8 @@ from redis import Redis
 
 from tests.conftest import stack_env
 from tests.helpers import ROOT, RedisServer, Service, start_api, start_worker, wait_for, wait_ready
-from tests.judge import judge, parse_prompt
-from training.dataset import COLORS, HELD_OUT_COMBOS, PALETTE, SHAPES, caption_full, render
+from tests.judge import classify_pixels, judge, parse_prompt
+from training.dataset import COLORS, HELD_OUT_COMBOS, SHAPES, caption_full, render
 
 pytestmark = pytest.mark.slow
 MODEL = ROOT / "worker" / "models" / "shapes"
@@ -122,10 +122,13 @@ def test_image_to_image_keeps_layout_at_low_strength(api: str) -> None:
                                {"prompt": prompt, "init_image": _b64(init), "strength": 1.0, "seed": 3}])
     kept, redrawn = judge(low[0]), judge(high[0])
     assert (kept.fg, kept.bg) == ("red", "blue"), kept
-    # Layout: the foreground stays where it was.
-    before = (np.abs(init.astype(int) - np.array(PALETTE["red"])).sum(-1) < 60)
-    after = (np.abs(low[0].astype(int) - np.array(PALETTE["red"])).sum(-1) < 120)
-    assert (before & after).sum() / (before | after).sum() > 0.7
+    # Layout: the foreground stays where it was (its pixels, as the judge classifies them).
+    red_index = COLORS.index("red")
+    before, after = classify_pixels(init) == red_index, classify_pixels(low[0]) == red_index
+    overlap = (before & after).sum() / (before | after).sum()
+    shift = np.abs(np.argwhere(before).mean(0) - np.argwhere(after).mean(0)).max()
+    print(f"img2img at strength 0.1: foreground IoU {overlap:.2f}, centroid shift {shift:.1f} px")
+    assert overlap > 0.6 and shift <= 2
     assert (redrawn.fg, redrawn.bg) == ("green", "yellow"), redrawn
 
 
