@@ -39,7 +39,7 @@ class ModelEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str
+    source: str | None = None  # None: the worker's default (the embedded model)
     default_steps: int | None = Field(default=None, ge=1)
     default_guidance_scale: float | None = Field(default=None, ge=0)
     default_scheduler: str | None = None
