@@ -24,7 +24,7 @@ from rq.serializers import JSONSerializer
 from app import eta, inputs, webhooks
 from app.config import ApiSettings
 from app.errors import Conflict, InvalidRequest, NotFound, QueueFull, ServiceUnavailable
-from app.limits import check_limits
+from app.limits import check_limits, check_loras, check_model_limits
 from app.schemas import GenerationCreate
 from contract.jobs import (
     SEED_MODULUS,
@@ -87,7 +87,7 @@ class GenerationService:
     def resolve(self, body: GenerationCreate) -> tuple[str, GenerationParams, dict[str, Image.Image]]:
         """Fill defaults, decode input images and check every limit; raises InvalidRequest naming the field."""
         s = self.settings
-        images = self._inputs(body)
+        images = inputs.from_request(body, s)
         sized = images.get("init") or images.get("control")
         if sized is not None:
             width, height = sized.size
@@ -127,8 +127,8 @@ class GenerationService:
         if body.scheduler is not None and valid is not None and body.scheduler not in valid:
             raise InvalidRequest(f"scheduler {body.scheduler!r} does not fit model {model!r}; valid: "
                                  f"{', '.join(valid)}", "scheduler")
-        self._check_loras(body, model, defaults)
-        self._check_model_limits(params, model, defaults)
+        check_loras(body, model, defaults, s.max_loras_per_request)
+        check_model_limits(params, model, defaults)
         if body.controlnet is not None and body.controlnet not in defaults.get("controlnets", []):
             raise InvalidRequest(f"ControlNet {body.controlnet!r} is not configured for model {model!r}; available: "
                                  f"{', '.join(defaults.get('controlnets', [])) or 'none'}", "controlnet")
@@ -144,50 +144,6 @@ class GenerationService:
             except webhooks.WebhookRefused as exc:
                 raise InvalidRequest(str(exc), "webhook_url") from None
         return model, params, images
-
-    @staticmethod
-    def _check_model_limits(params: GenerationParams, model: str, defaults: dict[str, Any]) -> None:
-        """Limits of the model itself, as its worker published them (few-step models, guidance-free models)."""
-        max_steps, fixed = defaults.get("max_steps"), defaults.get("fixed_guidance_scale")
-        if max_steps is not None and params.num_inference_steps > max_steps:
-            raise InvalidRequest(f"model {model!r} takes at most {max_steps} steps", "num_inference_steps")
-        if fixed is not None and params.guidance_scale != fixed:
-            raise InvalidRequest(f"model {model!r} runs with guidance_scale {fixed} only", "guidance_scale")
-
-    def _check_loras(self, body: GenerationCreate, model: str, defaults: dict[str, Any]) -> None:
-        requested = body.loras or []
-        if len(requested) > self.settings.max_loras_per_request:
-            raise InvalidRequest(f"at most {self.settings.max_loras_per_request} LoRAs per request", "loras")
-        if len({lora.name for lora in requested}) != len(requested):
-            raise InvalidRequest("a LoRA is named twice", "loras")
-        fitting = {lora["name"] for lora in defaults.get("loras", [])}
-        for index, lora in enumerate(requested):
-            if lora.name not in fitting:
-                raise InvalidRequest(f"LoRA {lora.name!r} is unknown or does not fit model {model!r}; "
-                                     f"available: {', '.join(sorted(fitting)) or 'none'}", f"loras.{index}.name")
-
-    def _inputs(self, body: GenerationCreate) -> dict[str, Image.Image]:
-        s = self.settings
-        if (body.controlnet is None) != (body.control_image is None):
-            raise InvalidRequest("controlnet and control_image go together", "control_image")
-        if body.controlnet is not None:
-            if body.init_image is not None:
-                raise InvalidRequest("a ControlNet cannot be combined with init_image yet", "controlnet")
-            control = inputs.decode(body.control_image or "", "control_image", s)
-            inputs.check_size(control, "control_image", s)
-            return {"control": control}
-        if body.init_image is None:
-            for name in ("mask_image", "strength"):
-                if getattr(body, name) is not None:
-                    raise InvalidRequest(f"{name} needs an init_image", name)
-            return {}
-        images = {"init": inputs.decode(body.init_image, "init_image", s)}
-        inputs.check_size(images["init"], "init_image", s)
-        if body.mask_image is not None:
-            images["mask"] = inputs.decode(body.mask_image, "mask_image", s, mode="L")
-            if images["mask"].size != images["init"].size:
-                raise InvalidRequest("mask_image must have the size of init_image", "mask_image")
-        return images
 
     def submit(self, body: GenerationCreate, idempotency: str | None = None) -> tuple[JobRecord, bool]:
         """Queue a job; returns it and whether it is new (False: an Idempotency-Key replay)."""

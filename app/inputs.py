@@ -17,6 +17,7 @@ from PIL import Image
 
 from app.config import ApiSettings
 from app.errors import InvalidRequest
+from app.schemas import GenerationCreate
 
 ALLOWED = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 DATA_URL = re.compile(r"^data:(?P<mime>[\w/+.-]+);base64,")
@@ -66,3 +67,27 @@ def to_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def from_request(body: GenerationCreate, s: ApiSettings) -> dict[str, Image.Image]:
+    """The request's input images, decoded and checked: `init` (+ `mask`) or `control`; {} for none."""
+    if (body.controlnet is None) != (body.control_image is None):
+        raise InvalidRequest("controlnet and control_image go together", "control_image")
+    if body.controlnet is not None:
+        if body.init_image is not None:
+            raise InvalidRequest("a ControlNet cannot be combined with init_image yet", "controlnet")
+        control = decode(body.control_image or "", "control_image", s)
+        check_size(control, "control_image", s)
+        return {"control": control}
+    if body.init_image is None:
+        for name in ("mask_image", "strength"):
+            if getattr(body, name) is not None:
+                raise InvalidRequest(f"{name} needs an init_image", name)
+        return {}
+    images = {"init": decode(body.init_image, "init_image", s)}
+    check_size(images["init"], "init_image", s)
+    if body.mask_image is not None:
+        images["mask"] = decode(body.mask_image, "mask_image", s, mode="L")
+        if images["mask"].size != images["init"].size:
+            raise InvalidRequest("mask_image must have the size of init_image", "mask_image")
+    return images

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.config import ApiSettings
 from app.errors import InvalidRequest
+from app.schemas import GenerationCreate
 from contract.jobs import GenerationParams
 
 
@@ -25,3 +28,26 @@ def check_limits(p: GenerationParams, s: ApiSettings) -> None:
         raise InvalidRequest(f"guidance_scale must be at most {s.max_guidance_scale}", "guidance_scale")
     if p.num_images > s.max_images_per_request:
         raise InvalidRequest(f"num_images must be at most {s.max_images_per_request}", "num_images")
+
+
+def check_model_limits(params: GenerationParams, model: str, defaults: dict[str, Any]) -> None:
+    """Limits of the model itself, as its worker published them (few-step models, guidance-free models)."""
+    max_steps, fixed = defaults.get("max_steps"), defaults.get("fixed_guidance_scale")
+    if max_steps is not None and params.num_inference_steps > max_steps:
+        raise InvalidRequest(f"model {model!r} takes at most {max_steps} steps", "num_inference_steps")
+    if fixed is not None and params.guidance_scale != fixed:
+        raise InvalidRequest(f"model {model!r} runs with guidance_scale {fixed} only", "guidance_scale")
+
+
+def check_loras(body: GenerationCreate, model: str, defaults: dict[str, Any], max_per_request: int) -> None:
+    """LoRAs of a request: at most `max_per_request`, each named once, each fitting the model."""
+    requested = body.loras or []
+    if len(requested) > max_per_request:
+        raise InvalidRequest(f"at most {max_per_request} LoRAs per request", "loras")
+    if len({lora.name for lora in requested}) != len(requested):
+        raise InvalidRequest("a LoRA is named twice", "loras")
+    fitting = {lora["name"] for lora in defaults.get("loras", [])}
+    for index, lora in enumerate(requested):
+        if lora.name not in fitting:
+            raise InvalidRequest(f"LoRA {lora.name!r} is unknown or does not fit model {model!r}; "
+                                 f"available: {', '.join(sorted(fitting)) or 'none'}", f"loras.{index}.name")
