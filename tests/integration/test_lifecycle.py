@@ -236,11 +236,14 @@ def test_delete_removes_job_and_images(stack: Stack) -> None:
         client.post(f"/v1/generations/{running['id']}/cancel")
 
 
-def test_queued_job_has_an_eta_after_measurements(stack: Stack, blocker: dict[str, Any]) -> None:
+def test_queued_job_has_an_eta_after_measurements(stack: Stack) -> None:
     with stack.client() as client:
+        run_job(client, {"prompt": "measure me", "num_inference_steps": 5})  # the worker measures its step cost
+        long_job = submit(client, num_inference_steps=LONG)
+        wait_step(client, long_job["id"], 1)
         first, second = submit(client, num_inference_steps=20), submit(client, num_inference_steps=20)
         a, b = job(client, first["id"]), job(client, second["id"])
-        client.post(f"/v1/generations/{blocker['id']}/cancel")
+        client.post(f"/v1/generations/{long_job['id']}/cancel")
     assert a["estimated_start_at"] and b["estimated_start_at"]
     assert a["estimated_start_at"] < b["estimated_start_at"] < b["estimated_finish_at"]
 
