@@ -159,10 +159,10 @@ class WarmPipeline:
         self.last_scheduler: Any = pipe.scheduler
         self.fingerprint = provenance.model_fingerprint(settings.model_source, settings.local_model)
         self.clock = StepClock(torch.cuda.synchronize if runtime.device.type == "cuda" else lambda: None)
-        # Text-to-image, image-to-image and inpainting pipelines over the same modules (from_pipe
-        # shares the weights); the latter two are built on first use.
         if settings.default_scheduler:
             pipe.scheduler = schedulers.build(pipe.scheduler, settings.default_scheduler)
+        # Text-to-image, image-to-image, inpainting and ControlNet pipelines over the same modules
+        # (from_pipe shares the weights); all but the first are built on first use.
         self._variants: dict[str, DiffusionPipeline] = {"text": pipe}
         self.loras = LoraLibrary(pipe, settings.lora_dir, settings.max_loaded_loras)
         self.controlnets = self._load_controlnets()
