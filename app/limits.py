@@ -42,8 +42,10 @@ def check_model_limits(params: GenerationParams, model: str, defaults: dict[str,
 def check_loras(body: GenerationCreate, model: str, defaults: dict[str, Any], max_per_request: int) -> None:
     """LoRAs of a request: at most `max_per_request`, each named once, each fitting the model."""
     requested = body.loras or []
-    if len(requested) > max_per_request:
-        raise InvalidRequest(f"at most {max_per_request} LoRAs per request", "loras")
+    # A compiled worker combines at most as many adapters as it has hot-swap slots.
+    limit = min(max_per_request, defaults.get("max_loras") or max_per_request)
+    if len(requested) > limit:
+        raise InvalidRequest(f"at most {limit} LoRAs per request for model {model!r}", "loras")
     if len({lora.name for lora in requested}) != len(requested):
         raise InvalidRequest("a LoRA is named twice", "loras")
     fitting = {lora["name"] for lora in defaults.get("loras", [])}

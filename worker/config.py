@@ -34,6 +34,8 @@ class WorkerSettings(CommonSettings):
                                         "local folder or hub id (JSON).")
     lora_dir: Path | None = Field(default=None, description="Directory of LoRA adapters (*.safetensors).")
     max_loaded_loras: int = Field(default=8, ge=1, description="LRU bound of adapters kept loaded.")
+    lora_slots: int = Field(default=2, ge=1, description="With compile: adapters one job may combine (hot-swap "
+                            "slots built into the compiled denoiser; each costs a little per step).")
     png_compress_level: int = Field(default=4, ge=0, le=9)
     png_metadata: bool = Field(default=True, description="Write the generation's parameters into PNG text chunks.")
 

@@ -4,6 +4,9 @@ At start-up every `*.safetensors` file of the directory is tried on the loaded p
 that load are the LoRAs that fit this model, and the worker publishes them. A job activates its
 adapters with their scales and deactivates them afterwards, so the next job without them produces
 exactly what it would have without any LoRA ever loaded (tested).
+
+Two implementations: `LoraLibrary` for an eager denoiser (named peft adapters, enabled per job)
+and `HotswapLoras` for a compiled one (fixed slots, weights swapped in place: no recompile).
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from diffusers import DiffusionPipeline
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils.hotswap import prepare_model_for_compiled_hotswap
+from torch.nn import Module
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +38,52 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class LoraLibrary:
-    """The adapters of one pipeline; not thread-safe (a worker runs one job at a time)."""
+def _not_fitting(name: str, exc: Exception) -> None:
+    log.info("LoRA does not fit this model", extra={"lora": name, "reason": str(exc)[:300]})
 
-    def __init__(self, pipe: DiffusionPipeline, directory: Path | None, capacity: int) -> None:
+
+class _Adapters:
+    """What both implementations share: the adapters that fit, their hashes, the per-job checks."""
+
+    def __init__(self, pipe: DiffusionPipeline, capacity: int) -> None:
         self.pipe = pipe
         self.capacity = capacity
         self.available: dict[str, Path] = {}
         self.hashes: dict[str, str] = {}
+
+    @property
+    def max_per_job(self) -> int | None:
+        """Most adapters one job may use on this worker (None: only the API's limit)."""
+        return None
+
+    def _add(self, name: str, path: Path) -> None:
+        self.available[name] = path
+        self.hashes[name] = file_sha256(path)
+
+    def published(self) -> list[dict[str, str]]:
+        """What the worker tells the API: each fitting adapter and its content hash."""
+        return [{"name": name, "sha256": self.hashes[name]} for name in self.available]
+
+    def _check(self, requested: list[dict[str, Any]]) -> None:
+        for item in requested:
+            if item["name"] not in self.available:
+                raise LoraError(f"LoRA {item['name']!r} does not fit this model; available: "
+                                f"{', '.join(self.available) or 'none'}")
+
+    def activate(self, requested: list[dict[str, Any]]) -> None:
+        """Make exactly these adapters, with their scales, act on the next generation."""
+        raise NotImplementedError
+
+    def deactivate(self) -> None:
+        """Back to the base model, exactly."""
+        raise NotImplementedError
+
+
+class LoraLibrary(_Adapters):
+    """The adapters of an eager pipeline as named peft adapters; not thread-safe (one job at a time)."""
+
+    def __init__(self, pipe: DiffusionPipeline, directory: Path | None, capacity: int) -> None:
+        super().__init__(pipe, capacity)
         self._loaded: OrderedDict[str, None] = OrderedDict()
         if directory is not None and directory.is_dir():
             self._scan(directory)
@@ -54,12 +98,11 @@ class LoraLibrary:
                 if name not in registered:
                     raise LoraError("no module of this model matches its keys")
             except Exception as exc:  # whatever the failure, it does not fit this model
-                log.info("LoRA does not fit this model", extra={"lora": name, "reason": str(exc)[:200]})
+                _not_fitting(name, exc)
                 self._forget(name)
                 continue
             self.pipe.delete_adapters(name)
-            self.available[name] = path
-            self.hashes[name] = file_sha256(path)
+            self._add(name, path)
         log.info("LoRAs that fit", extra={"loras": ",".join(self.available) or "none"})
 
     def _forget(self, name: str) -> None:
@@ -68,19 +111,13 @@ class LoraLibrary:
         except Exception:
             log.debug("nothing to delete for %s", name)
 
-    def published(self) -> list[dict[str, str]]:
-        """What the worker tells the API: each fitting adapter and its content hash."""
-        return [{"name": name, "sha256": self.hashes[name]} for name in self.available]
-
     def activate(self, requested: list[dict[str, Any]]) -> None:
         """Load (LRU) and enable exactly these adapters with their scales."""
         if not requested:
             self.deactivate()
             return
+        self._check(requested)
         for item in requested:
-            if item["name"] not in self.available:
-                raise LoraError(f"LoRA {item['name']!r} does not fit this model; available: "
-                                f"{', '.join(self.available) or 'none'}")
             self._ensure_loaded(item["name"])
         self.pipe.enable_lora()
         self.pipe.set_adapters([i["name"] for i in requested], adapter_weights=[float(i["scale"]) for i in requested])
@@ -99,3 +136,132 @@ class LoraLibrary:
             self.pipe.delete_adapters(evicted)
         self.pipe.load_lora_weights(str(self.available[name]), adapter_name=name)
         self._loaded[name] = None
+
+
+class HotswapLoras(_Adapters):
+    """Adapters for a `torch.compile`d denoiser: a fixed set of slots whose weights are swapped in place.
+
+    Loading a new adapter adds modules and a new active-adapter set changes Python state the
+    compiled graph is guarded on, so either would recompile. Instead the denoiser gets `slots`
+    adapters once, before compiling: each holds the widest available adapter (the one targeting
+    the most layers), ranks padded to the largest rank and scalings turned into tensors
+    (`peft.utils.hotswap.prepare_model_for_compiled_hotswap`, what diffusers' `enable_lora_hotswap`
+    does for one adapter). A job hot-swaps its adapters' weights into slots (diffusers'
+    `load_lora_adapter(..., hotswap=True)`, an in-place copy) and sets each slot's scaling tensor in
+    place; unused slots get scaling 0, which leaves the base model's output exactly as it is.
+    An adapter fits if its layers are among the widest one's and it touches only the denoiser
+    (text-encoder LoRAs are not hot-swappable). State dicts stay in an LRU in host memory.
+    """
+
+    def __init__(self, pipe: DiffusionPipeline, directory: Path | None, capacity: int, slots: int) -> None:
+        super().__init__(pipe, capacity)
+        self.prefix = next(name for name in ("unet", "transformer") if isinstance(getattr(pipe, name, None), Module))
+        self.denoiser = getattr(pipe, self.prefix)
+        self.slots = slots
+        self._names = [f"slot{i}" for i in range(slots)]
+        self._in_slot: list[str | None] = [None] * slots
+        self._base: list[dict[str, float]] = [{} for _ in range(slots)]
+        self._layers: list[tuple[str, Any]] = []
+        self._states: OrderedDict[str, tuple[dict[str, Any], Any]] = OrderedDict()
+        if directory is not None and directory.is_dir():
+            self._build_slots(sorted(directory.glob("*.safetensors")))
+
+    @property
+    def max_per_job(self) -> int:
+        return self.slots
+
+    def _read(self, path: Path) -> tuple[dict[str, Any], Any]:
+        loaded = self.pipe.lora_state_dict(str(path))
+        state, alphas = loaded if isinstance(loaded, tuple) else (loaded, None)
+        foreign = sorted({key.split(".", 1)[0] for key in state} - {self.prefix})
+        if foreign:
+            raise LoraError(f"it has weights for {', '.join(foreign)}; only {self.prefix} LoRAs can be hot-swapped "
+                            "under torch.compile (serve this model with DIFFUSION_COMPILE=false to use it)")
+        return state, alphas
+
+    def _probe(self, path: Path) -> tuple[set[str], int]:
+        """Load the adapter once, alone: the layers it targets and its largest rank."""
+        state, alphas = self._read(path)
+        self.denoiser.load_lora_adapter(dict(state), prefix=self.prefix, network_alphas=alphas, adapter_name="probe")
+        try:
+            layers = {n for n, m in self.denoiser.named_modules()
+                      if isinstance(m, BaseTunerLayer) and "probe" in getattr(m, "lora_A", {})}
+            if not layers:
+                raise LoraError("no module of this model matches its keys")
+            config = self.denoiser.peft_config["probe"]
+            return layers, max([config.r, *config.rank_pattern.values()])
+        finally:
+            self.denoiser.delete_adapters("probe")
+
+    def _build_slots(self, paths: list[Path]) -> None:
+        probed: dict[str, tuple[Path, set[str], int]] = {}
+        for path in paths:
+            try:
+                layers, rank = self._probe(path)
+            except Exception as exc:  # whatever the failure, it does not fit this model
+                _not_fitting(path.stem, exc)
+                continue
+            probed[path.stem] = (path, layers, rank)
+        if not probed:
+            return
+        widest = max(probed, key=lambda name: (len(probed[name][1]), name))
+        state, alphas = self._read(probed[widest][0])
+        for slot in self._names:
+            self.denoiser.load_lora_adapter(dict(state), prefix=self.prefix, network_alphas=alphas, adapter_name=slot)
+        self.denoiser.set_adapters(self._names, [1.0] * self.slots)
+        prepare_model_for_compiled_hotswap(self.denoiser, target_rank=max(rank for _, _, rank in probed.values()))
+        self._layers = [(n, m) for n, m in self.denoiser.named_modules()
+                        if isinstance(m, BaseTunerLayer) and self._names[0] in getattr(m, "scaling", {})]
+        for name, (path, layers, _) in probed.items():
+            try:
+                if not layers <= probed[widest][1]:
+                    raise LoraError(f"it targets layers that {widest!r} (the widest adapter, which shapes the "
+                                    "hot-swap slots) does not")
+                self._swap(0, name, path)  # the same check a job would meet, done once here
+            except Exception as exc:
+                _not_fitting(name, exc)
+                continue
+            self._add(name, path)
+        self.deactivate()
+
+    def _swap(self, slot: int, name: str, path: Path | None = None) -> None:
+        """Copy adapter `name`'s weights into `slot` in place and remember its scalings at scale 1."""
+        if name in self._states:
+            self._states.move_to_end(name)
+            state, alphas = self._states[name]
+        else:
+            state, alphas = self._read(path or self.available[name])
+            self._states[name] = (state, alphas)
+            while len(self._states) > self.capacity:
+                self._states.popitem(last=False)
+        self._in_slot[slot] = None  # half-swapped until this returns
+        self.denoiser.load_lora_adapter(dict(state), prefix=self.prefix, network_alphas=alphas,
+                                        adapter_name=self._names[slot], hotswap=True)
+        self._base[slot] = {n: float(m.scaling[self._names[slot]]) for n, m in self._layers}
+        self._in_slot[slot] = name
+
+    def _scale(self, slot: int, scale: float) -> None:
+        name, base = self._names[slot], self._base[slot]
+        for layer, module in self._layers:
+            module.scaling[name].fill_(base.get(layer, 0.0) * scale)
+
+    def activate(self, requested: list[dict[str, Any]]) -> None:
+        """Put each requested adapter in a slot (where it already is, if it is) and set the slots' scales."""
+        self._check(requested)
+        if len(requested) > self.slots:
+            raise LoraError(f"at most {self.slots} LoRAs per job on this worker (its hot-swap slots)")
+        wanted = {item["name"]: float(item["scale"]) for item in requested}
+        free = [s for s in range(self.slots) if self._in_slot[s] not in wanted]
+        placed = {self._in_slot[s]: s for s in range(self.slots) if self._in_slot[s] in wanted}
+        for name in wanted:
+            if name not in placed:
+                placed[name] = free.pop(0)
+                self._swap(placed[name], name)
+        scales = {slot: wanted[name] for name, slot in placed.items()}
+        for slot in range(self.slots):
+            self._scale(slot, scales.get(slot, 0.0))
+
+    def deactivate(self) -> None:
+        """Scale 0 on every slot: the denoiser computes exactly the base model."""
+        for slot in range(self.slots):
+            self._scale(slot, 0.0)

@@ -37,11 +37,16 @@ WARMUP_SECONDS = Gauge(f"{PREFIX}_pipeline_warmup_seconds", "Time of the start-u
 GPU_MEMORY_BYTES = Gauge(
     f"{PREFIX}_gpu_memory_bytes", "CUDA memory of this worker's device: allocated, reserved, peak allocated.",
     ["model", "kind"])
+COMPILATIONS = Counter(
+    f"{PREFIX}_torch_compilations_total",
+    "Graphs torch.compile compiled for the denoiser; phase=serving counts recompiles after warm-up (should stay 0).",
+    ["model", "phase"])
 MODEL_INFO = Gauge(
     f"{PREFIX}_model_info", "Always 1; labels describe the loaded model and runtime.",
     ["model", "pipeline", "device", "dtype", "compiled", "torch", "diffusers", "version"])
 
 __all__ = [
-    "GPU_MEMORY_BYTES", "IMAGES_GENERATED", "INFERENCE_SECONDS", "JOBS_FINISHED", "JOB_SECONDS", "MODEL_INFO",
-    "PIPELINE_LOAD_SECONDS", "QUEUE_WAIT_SECONDS", "REGISTRY", "STEP_SECONDS", "WARMUP_SECONDS", "WORKER_BUSY",
+    "COMPILATIONS", "GPU_MEMORY_BYTES", "IMAGES_GENERATED", "INFERENCE_SECONDS", "JOBS_FINISHED", "JOB_SECONDS",
+    "MODEL_INFO", "PIPELINE_LOAD_SECONDS", "QUEUE_WAIT_SECONDS", "REGISTRY", "STEP_SECONDS", "WARMUP_SECONDS",
+    "WORKER_BUSY",
 ]

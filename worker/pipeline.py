@@ -28,9 +28,9 @@ from diffusers import (
 from PIL.Image import Image as PILImage
 
 from contract.jobs import GenerationParams
-from worker import provenance, schedulers
+from worker import metrics, provenance, schedulers
 from worker.config import WorkerSettings
-from worker.loras import LoraLibrary
+from worker.loras import HotswapLoras, LoraLibrary
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,10 @@ class WarmPipeline:
         # Text-to-image, image-to-image, inpainting and ControlNet pipelines over the same modules
         # (from_pipe shares the weights); all but the first are built on first use.
         self._variants: dict[str, DiffusionPipeline] = {"text": pipe}
-        self.loras = LoraLibrary(pipe, settings.lora_dir, settings.max_loaded_loras)
+        # Compiled: adapters are hot-swapped into fixed slots, so switching them never recompiles.
+        self.loras = (HotswapLoras(pipe, settings.lora_dir, settings.max_loaded_loras, settings.lora_slots)
+                      if settings.compile else LoraLibrary(pipe, settings.lora_dir, settings.max_loaded_loras))
+        self.phase = "warmup"  # label of compilations: expected during warm-up, a recompile afterwards
         self.controlnets = self._load_controlnets()
         if settings.compile:
             self._compile()
@@ -179,7 +182,17 @@ class WarmPipeline:
         name = next(n for n in ("unet", "transformer") if hasattr(self.pipe, n))
         module = getattr(self.pipe, name)
         module.to(memory_format=torch.channels_last)
-        setattr(self.pipe, name, torch.compile(module, mode=self.settings.compile_mode, fullgraph=False))
+        # Inductor with the configured mode, as torch.compile(mode=...) builds it, wrapped to count
+        # each graph it compiles: after warm-up every one is a recompile that a request paid for.
+        inductor = torch._TorchCompileInductorWrapper(self.settings.compile_mode, None, None)  # type: ignore[no-untyped-call]
+
+        def counting_backend(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Any:
+            metrics.COMPILATIONS.labels(self.settings.name, self.phase).inc()
+            if self.phase != "warmup":
+                log.warning("torch.compile recompiled the denoiser while serving", extra={"model": self.settings.name})
+            return inductor(graph, example_inputs)
+
+        setattr(self.pipe, name, torch.compile(module, backend=counting_backend, fullgraph=False))
 
     def warm_sizes(self) -> list[tuple[int, int]]:
         """Configured warm-up sizes, or the native size."""
@@ -196,6 +209,7 @@ class WarmPipeline:
                                       num_inference_steps=min(s.warmup_steps, s.max_steps or s.warmup_steps),
                                       seed=0, num_images=1)
             self.generate(params, lambda done, total, seconds: True)
+        self.phase = "serving"
         return time.perf_counter() - started
 
     @property

@@ -39,7 +39,8 @@ def publish_model(redis: Redis, settings: WorkerSettings, warm: WarmPipeline) ->
             "guidance_scale": (settings.default_guidance_scale if settings.fixed_guidance_scale is None
                                else settings.fixed_guidance_scale),
             "schedulers": warm.scheduler_names, "scheduler": warm.default_scheduler,
-            "loras": warm.loras.published(), "controlnets": sorted(warm.controlnets),
+            "loras": warm.loras.published(), "max_loras": warm.loras.max_per_job,
+            "controlnets": sorted(warm.controlnets),
             "max_steps": settings.max_steps, "fixed_guidance_scale": settings.fixed_guidance_scale,
             "device": str(warm.runtime.device), "dtype": str(warm.runtime.dtype).removeprefix("torch.")}
     redis.set(model_info_key(settings.key_prefix, settings.name), json.dumps(info))

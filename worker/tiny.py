@@ -106,8 +106,9 @@ def _save(pipe: StableDiffusionPipeline | StableDiffusion3Pipeline, out: Path) -
     return out
 
 
-def build_lora(model: Path, out: Path, seed: int, rank: int = 4) -> Path:
-    """A random LoRA on the attention projections of a tiny pipeline's denoiser, as one safetensors file."""
+def build_lora(model: Path, out: Path, seed: int, rank: int = 4,
+               targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")) -> Path:
+    """A random LoRA on a tiny pipeline's denoiser (by default its attention projections), as one safetensors file."""
     import tempfile
 
     from diffusers import DiffusionPipeline
@@ -120,7 +121,7 @@ def build_lora(model: Path, out: Path, seed: int, rank: int = 4) -> Path:
     name = "unet" if hasattr(pipe, "unet") else "transformer"
     denoiser = getattr(pipe, name)
     denoiser.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
-                                    target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+                                    target_modules=list(targets)))
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(denoiser))
     with tempfile.TemporaryDirectory() as tmp:
         type(pipe).save_lora_weights(tmp, **{f"{name}_lora_layers": layers}, safe_serialization=True)

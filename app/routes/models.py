@@ -30,6 +30,8 @@ class ModelView(BaseModel):
     max_steps: int | None = None
     fixed_guidance_scale: float | None = None
     loras: list[dict[str, str]] | None = Field(default=None, description="Adapters that fit: name and sha256.")
+    max_loras: int | None = Field(default=None, description="Most adapters per request on this model's workers, "
+                                  "where lower than the service's limit (compiled workers: their hot-swap slots).")
 
 
 class ModelList(BaseModel):

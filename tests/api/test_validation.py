@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from redis import Redis
 
 from app.config import ApiSettings
 from app.main import create_app
+from contract.queues import model_info_key
 from tests.helpers import RedisServer
 
 VALID = {"prompt": "a red circle on a blue background"}
@@ -158,3 +160,15 @@ def test_openapi_documents_every_error_status(client: TestClient) -> None:
     assert {"200", "404"} <= set(spec["paths"]["/v1/generations/{job_id}"]["get"]["responses"])
     assert {"200", "403", "404"} <= set(spec["paths"]["/v1/images/{job_id}/{name}"]["get"]["responses"])
     assert client.get("/docs").status_code == 200
+
+
+def test_lora_count_is_capped_by_the_models_hot_swap_slots(client: TestClient, redis: Redis, prefix: str) -> None:
+    # What a compiled worker with two hot-swap slots publishes for the default model.
+    loras = [{"name": n, "sha256": "0" * 64} for n in ("a", "b", "c")]
+    redis.set(model_info_key(prefix, "shapes"), json.dumps({"loras": loras, "max_loras": 2}))
+    two = client.post("/v1/generations", json={**VALID, "loras": [{"name": "a"}, {"name": "b"}]})
+    assert two.status_code == 202, two.text
+    three = client.post("/v1/generations", json={**VALID, "loras": [{"name": n} for n in "abc"]})
+    assert three.status_code == 422
+    assert three.json()["error"]["param"] == "loras" and "at most 2" in three.json()["error"]["message"]
+    assert client.get("/v1/models").json()["data"][0]["max_loras"] == 2
