@@ -34,11 +34,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def bench_pipeline(model: Path, steps: int, runs: int, device: str) -> None:
-    settings = WorkerSettings(model_source=str(model), device=device)
+def bench_pipeline(model: Path, steps: int, runs: int, device: str, compile_: bool = False) -> None:
+    settings = WorkerSettings(model_source=str(model), device=device, compile=compile_)
     runtime = pick_runtime(settings)
     warm = WarmPipeline(load(settings, runtime), runtime, settings)
+    started = time.perf_counter()
     warm.warm_up()
+    warm_seconds = time.perf_counter() - started
     step_times: list[float] = []
     totals: list[float] = []
     for run in range(runs):
@@ -48,8 +50,11 @@ def bench_pipeline(model: Path, steps: int, runs: int, device: str) -> None:
         warm.generate(params, lambda done, total, seconds: step_times.append(seconds) is None)
         totals.append(time.perf_counter() - started)
     print(f"pipeline {warm.pipeline_class} {warm.width}x{warm.height} {steps} steps, batch 1, {runtime.device} "
-          f"{str(runtime.dtype).removeprefix('torch.')}: step median {statistics.median(step_times) * 1e3:.2f} ms, "
-          f"p95 {pct(step_times, 0.95) * 1e3:.2f} ms; whole call median {statistics.median(totals) * 1e3:.1f} ms "
+          f"{str(runtime.dtype).removeprefix('torch.')}{', compiled' if compile_ else ''} "
+          f"(warm-up {warm_seconds:.1f} s), {torch.get_num_threads()} threads: "
+          f"step median {statistics.median(step_times) * 1e3:.2f} ms, "
+          f"p95 {pct(step_times, 0.95) * 1e3:.2f} ms; whole call median {statistics.median(totals) * 1e3:.1f} ms, "
+          f"p95 {pct(totals, 0.95) * 1e3:.1f} ms "
           f"(text encoding + {steps} steps + VAE decode)")
 
 
@@ -126,6 +131,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-service", action="store_true", help="pipeline figures only")
+    parser.add_argument("--compile", action="store_true", help="also time each model with torch.compile")
     args = parser.parse_args()
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, cuda {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
@@ -135,6 +141,8 @@ def main() -> None:
         models = args.model or [default, build_sd(tmp / "tiny-sd"), build_sd3(tmp / "tiny-sd3")]
         for model in models:
             bench_pipeline(model, args.steps, args.runs, args.device)
+            if args.compile:
+                bench_pipeline(model, args.steps, args.runs, args.device, compile_=True)
         if not args.no_service:
             bench_service(models[0], args.steps, args.runs, tmp)
 
