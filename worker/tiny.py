@@ -107,13 +107,14 @@ def _save(pipe: StableDiffusionPipeline | StableDiffusion3Pipeline, out: Path) -
 
 
 def build_lora(model: Path, out: Path, seed: int, rank: int = 4,
-               targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")) -> Path:
-    """A random LoRA on a tiny pipeline's denoiser (by default its attention projections), as one safetensors file."""
+               targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0"), text_encoder: bool = False) -> Path:
+    """A random LoRA on a tiny pipeline's denoiser (by default its attention projections), as one safetensors file;
+    `text_encoder` adds weights for the CLIP text encoder's attention too."""
     import tempfile
 
     from diffusers import DiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
+    from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
 
     pipe = DiffusionPipeline.from_pretrained(model, local_files_only=True, text_encoder_3=None, tokenizer_3=None)
@@ -122,9 +123,15 @@ def build_lora(model: Path, out: Path, seed: int, rank: int = 4,
     denoiser = getattr(pipe, name)
     denoiser.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
                                     target_modules=list(targets)))
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(denoiser))
+    layers = {f"{name}_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(denoiser))}
+    if text_encoder:
+        # peft directly: transformers' own add_adapter asks for a newer peft than PyPI has.
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                           target_modules=["q_proj", "v_proj"]), pipe.text_encoder)
+        layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(
+            get_peft_model_state_dict(pipe.text_encoder))
     with tempfile.TemporaryDirectory() as tmp:
-        type(pipe).save_lora_weights(tmp, **{f"{name}_lora_layers": layers}, safe_serialization=True)
+        type(pipe).save_lora_weights(tmp, **layers, safe_serialization=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         (Path(tmp) / "pytorch_lora_weights.safetensors").replace(out)
     return out

@@ -23,13 +23,15 @@ MODEL = "hotswap-test"
 
 @pytest.fixture(scope="module")
 def adapters(tiny_sd: Path, lora_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """sd-a, sd-b (rank 4, attention q/k/v/out), sd-r8 (rank 8), sd-qk (q/k only), sd-ff (feed-forward), sd3-a."""
+    """sd-a, sd-b (rank 4, attention q/k/v/out), sd-r8 (rank 8), sd-qk (q/k only), sd-te (with text-encoder
+    weights), sd-ff (feed-forward layers: outside the widest adapter's), sd3-a (another architecture)."""
     folder = tmp_path_factory.mktemp("hotswap-loras")
     for name in ("sd-a", "sd-b", "sd3-a"):
         shutil.copy(lora_dir / f"{name}.safetensors", folder)
     build_lora(tiny_sd, folder / "sd-r8.safetensors", seed=4, rank=8)
     build_lora(tiny_sd, folder / "sd-qk.safetensors", seed=5, targets=("to_q", "to_k"))
     build_lora(tiny_sd, folder / "sd-ff.safetensors", seed=6, targets=("ff.net.2",))
+    build_lora(tiny_sd, folder / "sd-te.safetensors", seed=7, text_encoder=True)
     return folder
 
 
@@ -51,14 +53,15 @@ def run(pipeline: WarmPipeline, loras: list[dict[str, Any]]) -> np.ndarray:
 COMBINATIONS: list[list[dict[str, Any]]] = [
     [], [{"name": "sd-a", "scale": 1.0}], [{"name": "sd-a", "scale": 0.4}], [{"name": "sd-r8", "scale": 1.0}],
     [{"name": "sd-qk", "scale": 1.0}, {"name": "sd-b", "scale": 0.7}], [{"name": "sd-b", "scale": 0.7}],
-    [{"name": "sd-a", "scale": -1.0}, {"name": "sd-r8", "scale": 0.5}], [],
+    [{"name": "sd-a", "scale": -1.0}, {"name": "sd-r8", "scale": 0.5}], [{"name": "sd-te", "scale": 1.0}],
+    [{"name": "sd-te", "scale": 0.5}, {"name": "sd-b", "scale": 1.0}], [],
 ]
 
 
 def test_fitting_adapters_and_slots_are_published(compiled: WarmPipeline) -> None:
     assert isinstance(compiled.loras, HotswapLoras)
     # sd-ff targets layers the widest adapter does not; sd3-a is for another architecture.
-    assert sorted(compiled.loras.available) == ["sd-a", "sd-b", "sd-qk", "sd-r8"]
+    assert sorted(compiled.loras.available) == ["sd-a", "sd-b", "sd-qk", "sd-r8", "sd-te"]
     assert compiled.loras.max_per_job == 2
     with pytest.raises(LoraError, match="at most 2"):
         compiled.loras.activate([{"name": n, "scale": 1.0} for n in ("sd-a", "sd-b", "sd-r8")])
@@ -72,12 +75,13 @@ def test_switching_adapters_never_recompiles_and_matches_eager(compiled: WarmPip
     outputs = [run(compiled, loras) for loras in COMBINATIONS]
     assert compilations("serving") == 0, "a LoRA switch or scale change recompiled the denoiser"
 
-    base, a_full, a_weak, r8, qk_b, b_only, mixed, after = outputs
+    base, a_full, a_weak, r8, qk_b, b_only, mixed, te, te_b, after = outputs
     assert np.array_equal(base, after), "no adapter after adapter jobs: the base model, bit for bit"
     assert np.abs(a_full - base).max() > 20, "the adapter changes the picture"
     assert np.abs(a_full - a_weak).max() > 10, "its scale matters"
     assert np.abs(qk_b - b_only).max() > 2, "a second adapter in the other slot adds to it (q/k only: weak)"
     assert np.abs(r8 - a_full).max() > 10 and np.abs(mixed - a_full).max() > 10
+    assert np.abs(te - base).max() > 10 and np.abs(te_b - b_only).max() > 10
 
     # Eager named adapters are the reference: hot-swapping (padded ranks, slot scalings) must agree.
     eager = warm(tiny_sd, lora_dir=adapters, cpu_threads=1)
