@@ -179,8 +179,8 @@ class HotswapLoras(_Adapters):
             self._build_slots(sorted(directory.glob("*.safetensors")))
 
     @property
-    def max_per_job(self) -> int:
-        return self.slots
+    def max_per_job(self) -> int | None:
+        return self.slots if self.available else None
 
     def _read(self, path: Path) -> tuple[dict[str, Any], Any]:
         loaded = self.pipe.lora_state_dict(str(path))
