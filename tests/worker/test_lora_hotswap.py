@@ -90,6 +90,13 @@ def test_switching_adapters_never_recompiles_and_matches_eager(compiled: WarmPip
         assert np.abs(got - reference).max() <= 2, f"compiled and eager disagree for {loras}"
 
 
+def test_requests_with_more_images_do_not_recompile(compiled: WarmPipeline) -> None:
+    before = compilations("serving")
+    for count in (3, 1, 4):  # warm-up ran 1 and 2 images: the batch dimension is dynamic
+        assert len(compiled.generate(params(num_images=count), lambda *_: True)) == count
+    assert compilations("serving") == before
+
+
 def test_a_real_recompile_is_counted(compiled: WarmPipeline) -> None:
     before = compilations("serving")
     compiled.generate(params(width=48, height=48), lambda *_: True)  # a size warm-up did not compile
