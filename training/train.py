@@ -48,6 +48,25 @@ def atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def resume(ck: Path, model, opt, what: str) -> int:
+    """Load model and optimizer state from checkpoint `ck` if it exists; returns the step to go on from."""
+    if not ck.exists():
+        return 0
+    st = torch.load(ck, weights_only=False)
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["opt"])
+    log(f"resumed {what} at step {st['step']}")
+    return st["step"]
+
+
+def set_cosine_lr(opt, peak: float, step: int, total: int, warmup: int) -> None:
+    """Linear warm-up over `warmup` steps, then cosine from `peak` down to a tenth of it at `total`."""
+    warm = min(1.0, (step + 1) / warmup)
+    cos = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total))
+    for g in opt.param_groups:
+        g["lr"] = peak * warm * cos
+
+
 def palette_index(images: torch.Tensor) -> torch.Tensor:
     """images in [-1,1] NCHW -> nearest palette index per pixel (N,H,W)."""
     rgb = (images.clamp(-1, 1) + 1) * 127.5
@@ -72,20 +91,11 @@ def train_vae(a, wd: Path):
     vae = make_vae()
     log(f"VAE params: {count_params(vae):,}")
     opt = torch.optim.AdamW(vae.parameters(), lr=a.vae_lr, weight_decay=0.0)
-    step = 0
     ck = wd / "vae_ckpt.pt"
-    if ck.exists():
-        st = torch.load(ck, weights_only=False)
-        vae.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        step = st["step"]
-        log(f"resumed VAE at step {step}")
+    step = resume(ck, vae, opt, "VAE")
     t0 = time.time()
     while step < a.vae_steps:
-        warm = min(1.0, (step + 1) / 50)
-        cos = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / a.vae_steps))
-        for g in opt.param_groups:
-            g["lr"] = a.vae_lr * warm * cos
+        set_cosine_lr(opt, a.vae_lr, step, a.vae_steps, warmup=50)
         rng = np.random.default_rng([a.seed, 1, step])
         b = sample_batch(rng, a.vae_batch, captions=False)
         x = torch.from_numpy(to_tensor_range(b["images"]))
@@ -352,19 +362,10 @@ def finetune_decoder(a, wd: Path):
     vae.quant_conv.requires_grad_(False)
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     opt = torch.optim.AdamW(params, lr=a.decoder_lr, weight_decay=0.0)
-    step = 0
-    if ck.exists():
-        st = torch.load(ck, weights_only=False)
-        vae.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        step = st["step"]
-        log(f"resumed decoder fine-tuning at step {step}")
+    step = resume(ck, vae, opt, "decoder fine-tuning")
     t0 = time.time()
     while step < a.decoder_steps:
-        warm = min(1.0, (step + 1) / 20)
-        cos = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / a.decoder_steps))
-        for g in opt.param_groups:
-            g["lr"] = a.decoder_lr * warm * cos
+        set_cosine_lr(opt, a.decoder_lr, step, a.decoder_steps, warmup=20)
         rng = np.random.default_rng([a.seed, 5, step])
         b = sample_batch(rng, a.vae_batch, captions=False)
         x = torch.from_numpy(to_tensor_range(b["images"]))
