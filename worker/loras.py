@@ -197,7 +197,7 @@ class HotswapLoras(_Adapters):
 
     def _probe(self, path: Path) -> tuple[set[str], int]:
         """Load the adapter once, alone: the layers it targets and its largest rank."""
-        state, alphas = self._read(path)
+        state, alphas = self._state(path.stem, path)
         self.denoiser.load_lora_adapter(dict(state), prefix=self.prefix, network_alphas=alphas, adapter_name="probe")
         try:
             layers = {n for n, m in self.denoiser.named_modules()
@@ -221,7 +221,7 @@ class HotswapLoras(_Adapters):
         if not probed:
             return
         widest = max(probed, key=lambda name: (len(probed[name][1]), name))
-        state, alphas = self._read(probed[widest][0])
+        state, alphas = self._state(widest, probed[widest][0])
         for slot in self._names:
             self.denoiser.load_lora_adapter(dict(state), prefix=self.prefix, network_alphas=alphas, adapter_name=slot)
         self.denoiser.set_adapters(self._names, [1.0] * self.slots)
