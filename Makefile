@@ -28,8 +28,9 @@ demo: install ## like run, but exit after the first generation (writes var/demo.
 test: install ## run the test suite (starts its own redis-server, API and worker processes)
 	$(PY) -m pytest
 
-lint: install ## ruff
-	$(VENV)/bin/ruff check app worker contract diffusion_client tests scripts benchmarks
+lint: install ## ruff check and ruff format --check over the whole repository
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 typecheck: install ## mypy --strict on app, worker and contract
 	$(VENV)/bin/mypy

@@ -101,8 +101,9 @@ class ServiceUnavailable(ApiError):
     status, type = 503, ErrorType.SERVICE_UNAVAILABLE
 
 
-def error_response(status: int, type_: ErrorType, message: str, param: str | None = None,
-                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, type_: ErrorType, message: str, param: str | None = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     """Render the envelope."""
     body = ErrorEnvelope(error=ErrorBody(type=type_, message=message, param=param))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
@@ -144,9 +145,12 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_redis(request: Request, exc: Exception) -> JSONResponse:
     log.warning("redis unreachable: %s", exc)
-    return error_response(503, ErrorType.SERVICE_UNAVAILABLE,
-                          "the job queue (Redis) is unreachable; nothing was queued, retry shortly",
-                          headers={"Retry-After": "5"})
+    return error_response(
+        503,
+        ErrorType.SERVICE_UNAVAILABLE,
+        "the job queue (Redis) is unreachable; nothing was queued, retry shortly",
+        headers={"Retry-After": "5"},
+    )
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

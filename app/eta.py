@@ -48,8 +48,9 @@ def _params_of(redis: Redis, prefix: str, job_ids: list[str]) -> list[Generation
     return [GenerationParams.model_validate(json.loads(r)) for r in raw if r]
 
 
-def estimate(redis: Redis, prefix: str, record: JobRecord, position: int | None, running: list[JobRecord],
-             workers: int) -> tuple[float, float] | None:
+def estimate(
+    redis: Redis, prefix: str, record: JobRecord, position: int | None, running: list[JobRecord], workers: int
+) -> tuple[float, float] | None:
     """(estimated start, estimated finish) in epoch seconds for a queued job, or None without measurements."""
     model_rates = rates(redis, prefix, record.model)
     if model_rates is None or record.status != JobStatus.QUEUED or position is None:

@@ -92,8 +92,9 @@ class GenerationService:
         if sized is not None:
             width, height = sized.size
             if (body.width or width, body.height or height) != (width, height):
-                raise InvalidRequest(f"width and height must match the input image ({width}x{height}) or be omitted",
-                                     "width")
+                raise InvalidRequest(
+                    f"width and height must match the input image ({width}x{height}) or be omitted", "width"
+                )
             body = body.model_copy(update={"width": width, "height": height})
         if "init" in images:
             body = body.model_copy(update={"strength": body.strength or 0.8})
@@ -101,8 +102,11 @@ class GenerationService:
         if model not in s.models:
             raise InvalidRequest(f"unknown model {model!r}; served models: {', '.join(s.models)}", "model")
         if s.require_ready_worker and self.ready_workers(model) == 0:
-            raise ServiceUnavailable(f"model {model!r} is served, but no worker for it is ready now; retry shortly",
-                                     "model", headers={"Retry-After": "10"})
+            raise ServiceUnavailable(
+                f"model {model!r} is served, but no worker for it is ready now; retry shortly",
+                "model",
+                headers={"Retry-After": "10"},
+            )
         defaults = self.model_defaults(model)
         params = GenerationParams(
             prompt=body.prompt,
@@ -110,8 +114,11 @@ class GenerationService:
             width=body.width or defaults.get("width", s.default_image_side),
             height=body.height or defaults.get("height", s.default_image_side),
             num_inference_steps=body.num_inference_steps or defaults.get("steps", s.default_inference_steps),
-            guidance_scale=(body.guidance_scale if body.guidance_scale is not None
-                            else defaults.get("guidance_scale", s.default_guidance_scale)),
+            guidance_scale=(
+                body.guidance_scale
+                if body.guidance_scale is not None
+                else defaults.get("guidance_scale", s.default_guidance_scale)
+            ),
             seed=body.seed if body.seed is not None else secrets.randbelow(SEED_MODULUS),
             num_images=body.num_images,
             scheduler=body.scheduler or defaults.get("scheduler"),
@@ -125,13 +132,17 @@ class GenerationService:
         check_limits(params, s)
         valid = defaults.get("schedulers")
         if body.scheduler is not None and valid is not None and body.scheduler not in valid:
-            raise InvalidRequest(f"scheduler {body.scheduler!r} does not fit model {model!r}; valid: "
-                                 f"{', '.join(valid)}", "scheduler")
+            raise InvalidRequest(
+                f"scheduler {body.scheduler!r} does not fit model {model!r}; valid: {', '.join(valid)}", "scheduler"
+            )
         check_loras(body, model, defaults, s.max_loras_per_request)
         check_model_limits(params, model, defaults)
         if body.controlnet is not None and body.controlnet not in defaults.get("controlnets", []):
-            raise InvalidRequest(f"ControlNet {body.controlnet!r} is not configured for model {model!r}; available: "
-                                 f"{', '.join(defaults.get('controlnets', [])) or 'none'}", "controlnet")
+            raise InvalidRequest(
+                f"ControlNet {body.controlnet!r} is not configured for model {model!r}; available: "
+                f"{', '.join(defaults.get('controlnets', [])) or 'none'}",
+                "controlnet",
+            )
         if body.timeout_seconds is not None and body.timeout_seconds > s.job_timeout_seconds:
             raise InvalidRequest(f"timeout_seconds must be at most {s.job_timeout_seconds}", "timeout_seconds")
         if body.webhook_events is not None and body.webhook_url is None:
@@ -181,8 +192,9 @@ class GenerationService:
             if record is not None:
                 return record
             time.sleep(0.02)
-        raise ServiceUnavailable("the first request with this Idempotency-Key did not finish; retry",
-                                 headers={"Retry-After": "1"})
+        raise ServiceUnavailable(
+            "the first request with this Idempotency-Key did not finish; retry", headers={"Retry-After": "1"}
+        )
 
     def _enqueue(self, job_id: str, model: str, params: GenerationParams, body: GenerationCreate) -> JobRecord:
         if self.depth(model) >= self.settings.max_queue_depth:
@@ -192,13 +204,29 @@ class GenerationService:
             )
         created = now()
         start_by = created + body.deadline_seconds if body.deadline_seconds else None
-        record = JobRecord(id=job_id, model=model, status=JobStatus.QUEUED, params=params, created_at=created,
-                           priority=body.priority, start_by=start_by, timeout_seconds=body.timeout_seconds,
-                           progress=Progress.at(Stage.QUEUED, 0, params.num_inference_steps),
-                           webhook_url=body.webhook_url, preview_every=body.stream_previews,
-                           webhook_events=(body.webhook_events or [WebhookEvent.COMPLETED]) if body.webhook_url else [])
-        payload = JobPayload(job_id=job_id, model=model, params=params, created_at=created, start_by=start_by,
-                             timeout_seconds=body.timeout_seconds, preview_every=body.stream_previews)
+        record = JobRecord(
+            id=job_id,
+            model=model,
+            status=JobStatus.QUEUED,
+            params=params,
+            created_at=created,
+            priority=body.priority,
+            start_by=start_by,
+            timeout_seconds=body.timeout_seconds,
+            progress=Progress.at(Stage.QUEUED, 0, params.num_inference_steps),
+            webhook_url=body.webhook_url,
+            preview_every=body.stream_previews,
+            webhook_events=(body.webhook_events or [WebhookEvent.COMPLETED]) if body.webhook_url else [],
+        )
+        payload = JobPayload(
+            job_id=job_id,
+            model=model,
+            params=params,
+            created_at=created,
+            start_by=start_by,
+            timeout_seconds=body.timeout_seconds,
+            preview_every=body.stream_previews,
+        )
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.multi()  # explicit MULTI first: RQ adds its commands to the same transaction
             self.store.create(record, pipe)
@@ -215,8 +243,16 @@ class GenerationService:
                 pipeline=pipe,
             )
             pipe.execute()
-        log.info("job queued", extra={"job_id": job_id, "model": model, "priority": body.priority.value,
-                                      "prompt_sha": prompt_digest(body.prompt), "prompt_chars": len(body.prompt)})
+        log.info(
+            "job queued",
+            extra={
+                "job_id": job_id,
+                "model": model,
+                "priority": body.priority.value,
+                "prompt_sha": prompt_digest(body.prompt),
+                "prompt_chars": len(body.prompt),
+            },
+        )
         return record
 
     def get(self, job_id: str) -> JobRecord:
@@ -238,8 +274,10 @@ class GenerationService:
             return record
         if rq_status == RqStatus.FAILED:
             # RQ gave up (a worker died on every retry, or the job crashed outside our handler).
-            error = JobError(type=JobErrorType.WORKER_LOST,
-                             message="the worker running this job stopped and its retries are exhausted")
+            error = JobError(
+                type=JobErrorType.WORKER_LOST,
+                message="the worker running this job stopped and its retries are exhausted",
+            )
             self.store.fail(record.id, error)
             return self.store.get(record.id) or record
         if rq_status in (RqStatus.QUEUED, RqStatus.SCHEDULED) and record.status == JobStatus.RUNNING:
@@ -309,7 +347,8 @@ class GenerationService:
         offset = 0
         while len(found) <= limit:
             batch: list[bytes] = self.redis.zrevrangebyscore(  # type: ignore[assignment]
-                key, high, "-inf", start=offset, num=max(limit * 2, 50))
+                key, high, "-inf", start=offset, num=max(limit * 2, 50)
+            )
             if not batch:
                 break
             offset += len(batch)
@@ -345,8 +384,14 @@ class GenerationService:
         """Estimated (start, finish) of a queued job; None before the model has measurements."""
         if record.status != JobStatus.QUEUED:
             return None
-        return eta.estimate(self.redis, self.settings.key_prefix, record, position, self.running(record.model),
-                            self.ready_workers(record.model))
+        return eta.estimate(
+            self.redis,
+            self.settings.key_prefix,
+            record,
+            position,
+            self.running(record.model),
+            self.ready_workers(record.model),
+        )
 
     def ready_workers(self, model: str) -> int:
         """Workers currently registered on the model's queue (they register only once warm)."""

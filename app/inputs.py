@@ -29,7 +29,7 @@ def decode(value: str, field: str, settings: ApiSettings, mode: str = "RGB") -> 
     if match:
         if match["mime"] not in ALLOWED.values():
             raise InvalidRequest(f"{field}: {match['mime']} is not allowed; use PNG, JPEG or WebP", field)
-        value = value[match.end():]
+        value = value[match.end() :]
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -39,8 +39,9 @@ def decode(value: str, field: str, settings: ApiSettings, mode: str = "RGB") -> 
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(raw))
             if image.format not in ALLOWED:
-                raise InvalidRequest(f"{field}: {image.format or 'unknown'} images are not allowed; use PNG, JPEG "
-                                     "or WebP", field)
+                raise InvalidRequest(
+                    f"{field}: {image.format or 'unknown'} images are not allowed; use PNG, JPEG or WebP", field
+                )
             if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
                 raise InvalidRequest(f"{field}: animated images are not allowed", field)
             width, height = image.size
@@ -58,8 +59,11 @@ def check_size(image: Image.Image, field: str, settings: ApiSettings) -> None:
     """Input images must have a size the models take: multiples of 8 within the configured bounds."""
     for side in image.size:
         if side % 8 or not settings.min_image_side <= side <= settings.max_image_side:
-            raise InvalidRequest(f"{field} is {image.width}x{image.height}; each side must be a multiple of 8 "
-                                 f"from {settings.min_image_side} to {settings.max_image_side}", field)
+            raise InvalidRequest(
+                f"{field} is {image.width}x{image.height}; each side must be a multiple of 8 "
+                f"from {settings.min_image_side} to {settings.max_image_side}",
+                field,
+            )
 
 
 def to_png(image: Image.Image) -> bytes:

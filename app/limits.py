@@ -19,7 +19,8 @@ def check_limits(p: GenerationParams, s: ApiSettings) -> None:
     for name, side in (("width", p.width), ("height", p.height)):
         if not s.min_image_side <= side <= s.max_image_side or side % 8:
             raise InvalidRequest(
-                f"{name} must be a multiple of 8 from {s.min_image_side} to {s.max_image_side}; got {side}", name)
+                f"{name} must be a multiple of 8 from {s.min_image_side} to {s.max_image_side}; got {side}", name
+            )
     if p.width * p.height > s.max_image_pixels:
         raise InvalidRequest(f"width*height is {p.width * p.height} pixels; at most {s.max_image_pixels}", "width")
     if p.num_inference_steps > s.max_inference_steps:
@@ -51,5 +52,8 @@ def check_loras(body: GenerationCreate, model: str, defaults: dict[str, Any], ma
     fitting = {lora["name"] for lora in defaults.get("loras", [])}
     for index, lora in enumerate(requested):
         if lora.name not in fitting:
-            raise InvalidRequest(f"LoRA {lora.name!r} is unknown or does not fit model {model!r}; "
-                                 f"available: {', '.join(sorted(fitting)) or 'none'}", f"loras.{index}.name")
+            raise InvalidRequest(
+                f"LoRA {lora.name!r} is unknown or does not fit model {model!r}; "
+                f"available: {', '.join(sorted(fitting)) or 'none'}",
+                f"loras.{index}.name",
+            )

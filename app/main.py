@@ -34,11 +34,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     """Build the API; `settings` defaults to the environment."""
     settings = settings or load_settings(ApiSettings)
     logs.configure(settings.log_format, settings.log_level)
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_timeout_seconds,
-                           socket_timeout=settings.redis_timeout_seconds, health_check_interval=30)
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        socket_timeout=settings.redis_timeout_seconds,
+        health_check_interval=30,
+    )
     if settings.url_signing_secret is None:
-        log.warning("DIFFUSION_URL_SIGNING_SECRET is not set: image URLs are signed with a random per-process "
-                    "secret and stop working when the API restarts or on another API replica")
+        log.warning(
+            "DIFFUSION_URL_SIGNING_SECRET is not set: image URLs are signed with a random per-process "
+            "secret and stop working when the API restarts or on another API replica"
+        )
         secret = secrets.token_bytes(32)
     else:
         secret = settings.url_signing_secret.get_secret_value().encode()
@@ -75,8 +81,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.signer = signer
     app.state.storage = storage
     # SSE streams block on XREAD: they get their own async connections, without a read timeout.
-    app.state.async_redis = AsyncRedis.from_url(settings.redis_url,
-                                                socket_connect_timeout=settings.redis_timeout_seconds)
+    app.state.async_redis = AsyncRedis.from_url(
+        settings.redis_url, socket_connect_timeout=settings.redis_timeout_seconds
+    )
 
     errors.install(app)
     app.include_router(generations.router)

@@ -22,8 +22,9 @@ class QueueCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(f"{PREFIX}_queue_depth", "Jobs waiting in the model's queue.", labels=["model"])
-        ready = GaugeMetricFamily(f"{PREFIX}_workers_ready", "Warm workers listening on the model's queue.",
-                                  labels=["model"])
+        ready = GaugeMetricFamily(
+            f"{PREFIX}_workers_ready", "Warm workers listening on the model's queue.", labels=["model"]
+        )
         try:
             for model in self.models:
                 depth.add_metric([model], self.depth(model))
@@ -40,24 +41,40 @@ class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.http_requests = Counter(
-            f"{PREFIX}_http_requests_total", "HTTP requests by route template, method and status code.",
-            ["route", "method", "status"], registry=self.registry)
+            f"{PREFIX}_http_requests_total",
+            "HTTP requests by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
         self.http_duration = Histogram(
-            f"{PREFIX}_http_request_duration_seconds", "Time to answer an HTTP request.",
-            ["route", "method"], buckets=HTTP_BUCKETS, registry=self.registry)
+            f"{PREFIX}_http_request_duration_seconds",
+            "Time to answer an HTTP request.",
+            ["route", "method"],
+            buckets=HTTP_BUCKETS,
+            registry=self.registry,
+        )
         self.jobs_submitted = Counter(
-            f"{PREFIX}_jobs_submitted_total", "Generation jobs accepted and queued.", ["model"],
-            registry=self.registry)
+            f"{PREFIX}_jobs_submitted_total", "Generation jobs accepted and queued.", ["model"], registry=self.registry
+        )
         self.jobs_rejected = Counter(
-            f"{PREFIX}_jobs_rejected_total", "Generation requests refused before queueing, by reason.", ["reason"],
-            registry=self.registry)
+            f"{PREFIX}_jobs_rejected_total",
+            "Generation requests refused before queueing, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
 
         self.webhook_deliveries = Counter(
-            f"{PREFIX}_webhook_deliveries_total", "Webhook delivery attempts by event and outcome "
-            "(delivered, retrying, failed, timeout, error, refused).", ["event", "outcome"], registry=self.registry)
+            f"{PREFIX}_webhook_deliveries_total",
+            "Webhook delivery attempts by event and outcome (delivered, retrying, failed, timeout, error, refused).",
+            ["event", "outcome"],
+            registry=self.registry,
+        )
         self.webhook_duration = Histogram(
-            f"{PREFIX}_webhook_delivery_duration_seconds", "Time for a webhook receiver to answer.",
-            buckets=HTTP_BUCKETS, registry=self.registry)
+            f"{PREFIX}_webhook_delivery_duration_seconds",
+            "Time for a webhook receiver to answer.",
+            buckets=HTTP_BUCKETS,
+            registry=self.registry,
+        )
 
     def watch_queues(self, collector: QueueCollector) -> None:
         """Export queue depth and ready workers through `collector`."""

@@ -87,8 +87,7 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.metrics.jobs_rejected.labels("body_too_large").inc()
-        response = error_response(413, ErrorType.PAYLOAD_TOO_LARGE,
-                                  f"request body is over the limit of {self.max_bytes} bytes")
+        response = error_response(
+            413, ErrorType.PAYLOAD_TOO_LARGE, f"request body is over the limit of {self.max_bytes} bytes"
+        )
         await response(scope, receive, send)
-
-

@@ -29,40 +29,72 @@ class GenerationCreate(BaseModel):
     width: int | None = Field(default=None, description="Pixels, a multiple of 8; default: the model's native size.")
     height: int | None = Field(default=None, description="Pixels, a multiple of 8; default: the model's native size.")
     num_inference_steps: int | None = Field(default=None, ge=1, description="Denoising steps.")
-    guidance_scale: float | None = Field(default=None, ge=0,
-                                         description="Classifier-free guidance; 1 or less disables it.")
-    seed: int | None = Field(default=None, ge=0, lt=SEED_MODULUS,
-                             description="Seed of image 0; image k uses seed+k. Picked and returned when absent.")
+    guidance_scale: float | None = Field(
+        default=None, ge=0, description="Classifier-free guidance; 1 or less disables it."
+    )
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        lt=SEED_MODULUS,
+        description="Seed of image 0; image k uses seed+k. Picked and returned when absent.",
+    )
     num_images: int = Field(default=1, ge=1, description="Images in this request.")
-    init_image: str | None = Field(default=None, description="Image-to-image: PNG, JPEG or WebP, base64 or a "
-                                   "data URL; its size is the output size.")
-    strength: float | None = Field(default=None, gt=0, le=1, description="With init_image: 0 keeps it, 1 ignores it; "
-                                   "default 0.8.")
-    mask_image: str | None = Field(default=None, description="Inpainting, with init_image: white pixels are "
-                                   "repainted, black ones kept; same size as init_image.")
-    controlnet: str | None = Field(default=None, max_length=100, description="A ControlNet of the model "
-                                   "(see GET /v1/models), steered by control_image.")
-    control_image: str | None = Field(default=None, description="Conditioning image of the ControlNet (PNG, JPEG "
-                                      "or WebP, base64 or a data URL); its size is the output size.")
+    init_image: str | None = Field(
+        default=None,
+        description="Image-to-image: PNG, JPEG or WebP, base64 or a data URL; its size is the output size.",
+    )
+    strength: float | None = Field(
+        default=None, gt=0, le=1, description="With init_image: 0 keeps it, 1 ignores it; default 0.8."
+    )
+    mask_image: str | None = Field(
+        default=None,
+        description="Inpainting, with init_image: white pixels are "
+        "repainted, black ones kept; same size as init_image.",
+    )
+    controlnet: str | None = Field(
+        default=None,
+        max_length=100,
+        description="A ControlNet of the model (see GET /v1/models), steered by control_image.",
+    )
+    control_image: str | None = Field(
+        default=None,
+        description="Conditioning image of the ControlNet (PNG, JPEG "
+        "or WebP, base64 or a data URL); its size is the output size.",
+    )
     controlnet_conditioning_scale: float = Field(default=1.0, ge=0, le=2, description="Strength of the ControlNet.")
-    loras: list[LoraRequest] | None = Field(default=None, description="Adapters (see GET /v1/models) active for "
-                                            "this job only, each with its scale.")
+    loras: list[LoraRequest] | None = Field(
+        default=None, description="Adapters (see GET /v1/models) active for this job only, each with its scale."
+    )
     output_format: Literal["png", "jpeg", "webp"] = Field(default="png", description="Encoding of the images.")
     output_quality: int = Field(default=90, ge=1, le=100, description="Quality of jpeg and webp (1-100).")
-    scheduler: str | None = Field(default=None, max_length=40, description="Sampler by name (euler, euler_a, "
-                                  "dpmpp_2m, dpmpp_2m_karras, ddim, unipc; flow_euler for flow-matching models); "
-                                  "default: the model's own.")
+    scheduler: str | None = Field(
+        default=None,
+        max_length=40,
+        description="Sampler by name (euler, euler_a, "
+        "dpmpp_2m, dpmpp_2m_karras, ddim, unipc; flow_euler for flow-matching models); "
+        "default: the model's own.",
+    )
     model: str | None = Field(default=None, description="Model name; default: the configured default model.")
     priority: Priority = Field(default=Priority.NORMAL, description="high jobs are taken before normal, then low.")
-    deadline_seconds: int | None = Field(default=None, ge=1, description="Time-to-start: if the job has not "
-                                         "started this many seconds after submission it ends `canceled` (deadline).")
+    deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Time-to-start: if the job has not "
+        "started this many seconds after submission it ends `canceled` (deadline).",
+    )
     timeout_seconds: int | None = Field(default=None, ge=1, description="Running-time limit, checked every step.")
-    stream_previews: int | None = Field(default=None, ge=1, description="Every this many steps, a small preview "
-                                       "of the current latents (a JPEG data URL) rides on the progress event.")
-    webhook_url: str | None = Field(default=None, max_length=2048, description="Called (signed, Standard "
-                                    "Webhooks) on the events in `webhook_events`.")
-    webhook_events: list[WebhookEvent] | None = Field(default=None, max_length=3,
-                                                      description="Default: [\"completed\"].")
+    stream_previews: int | None = Field(
+        default=None,
+        ge=1,
+        description="Every this many steps, a small preview "
+        "of the current latents (a JPEG data URL) rides on the progress event.",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Called (signed, Standard Webhooks) on the events in `webhook_events`.",
+    )
+    webhook_events: list[WebhookEvent] | None = Field(default=None, max_length=3, description='Default: ["completed"].')
 
 
 class ResolvedParams(BaseModel):
@@ -106,8 +138,10 @@ class ImageView(BaseModel):
     height: int
     seed: int
     content_type: str
-    reproducibility: dict[str, Any] = Field(default_factory=dict, description="Model revision, scheduler class "
-                                            "and config, seed, dtype, device, library versions.")
+    reproducibility: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Model revision, scheduler class and config, seed, dtype, device, library versions.",
+    )
 
 
 class ErrorView(BaseModel):
@@ -129,8 +163,9 @@ class JobView(BaseModel):
     finished_at: datetime | None = None
     priority: Priority = Priority.NORMAL
     queue_position: int | None = Field(default=None, description="Jobs ahead of this one, while queued.")
-    estimated_start_at: datetime | None = Field(default=None, description="While queued, from measured step "
-                                                "latency of this model and the work ahead.")
+    estimated_start_at: datetime | None = Field(
+        default=None, description="While queued, from measured step latency of this model and the work ahead."
+    )
     estimated_finish_at: datetime | None = None
     deadline_at: datetime | None = Field(default=None, description="Must start by then, else canceled.")
     progress: ProgressView

@@ -85,8 +85,11 @@ class Sweeper:
         root = service.storage.root
         if root.is_dir():
             for folder in root.iterdir():
-                if (JOB_ID_PATTERN.match(folder.name) and folder.stat().st_mtime < cutoff
-                        and service.store.get(folder.name) is None):
+                if (
+                    JOB_ID_PATTERN.match(folder.name)
+                    and folder.stat().st_mtime < cutoff
+                    and service.store.get(folder.name) is None
+                ):
                     service.storage.delete_job(folder.name)
                     removed += 1
         if removed:

@@ -48,8 +48,9 @@ def check_url(url: str, allowed_networks: list[str]) -> None:
     if parts.username or parts.password:
         raise WebhookRefused("webhook_url must not carry credentials")
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
-                                   proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(
+            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), proto=socket.IPPROTO_TCP
+        )
     except (socket.gaierror, UnicodeError):
         raise WebhookRefused(f"webhook_url host {parts.hostname!r} does not resolve") from None
     allowed = [ipaddress.ip_network(n) for n in allowed_networks]
@@ -142,13 +143,22 @@ class WebhookDispatcher:
         if event is None or record is None or not record.webhook_url or event not in record.webhook_events:
             return
         if event == WebhookEvent.PROGRESS and not self.redis.set(
-                f"{self.prefix}:webhook-throttle:{job_id}", "1", nx=True, px=1000):
+            f"{self.prefix}:webhook-throttle:{job_id}", "1", nx=True, px=1000
+        ):
             return
         view = self.render(record, state)
-        body = json.dumps({"type": f"generation.{event.value}", "timestamp": now(),
-                           "data": json.loads(view.model_dump_json())}).encode()
-        delivery = {"id": f"msg_{job_id}_{fields[b'event'].decode()}", "job_id": job_id, "url": record.webhook_url,
-                    "event": event.value, "body": body.decode(), "first_at": now(), "attempt": 0}
+        body = json.dumps(
+            {"type": f"generation.{event.value}", "timestamp": now(), "data": json.loads(view.model_dump_json())}
+        ).encode()
+        delivery = {
+            "id": f"msg_{job_id}_{fields[b'event'].decode()}",
+            "job_id": job_id,
+            "url": record.webhook_url,
+            "event": event.value,
+            "body": body.decode(),
+            "first_at": now(),
+            "attempt": 0,
+        }
         self._senders.submit(self._attempt, delivery)
 
     def _send_due_retries(self) -> None:
@@ -160,8 +170,14 @@ class WebhookDispatcher:
     def _attempt(self, delivery: dict[str, Any]) -> None:
         delivery["attempt"] += 1
         outcome, detail, retry = self._post(delivery)
-        entry = {"webhook_id": delivery["id"], "event": delivery["event"], "attempt": delivery["attempt"],
-                 "at": now(), "outcome": outcome, "detail": detail}
+        entry = {
+            "webhook_id": delivery["id"],
+            "event": delivery["event"],
+            "attempt": delivery["attempt"],
+            "at": now(),
+            "outcome": outcome,
+            "detail": detail,
+        }
         delay = min(MAX_RETRY_DELAY_SECONDS, self.settings.webhook_retry_base_seconds * 2 ** (delivery["attempt"] - 1))
         if retry and now() + delay - delivery["first_at"] <= self.settings.webhook_retry_window_seconds:
             entry["outcome"] = "retrying"
@@ -182,9 +198,12 @@ class WebhookDispatcher:
             return "refused", str(exc), False
         body = delivery["body"].encode()
         timestamp = int(time.time())
-        headers = {"content-type": "application/json", "webhook-id": delivery["id"],
-                   "webhook-timestamp": str(timestamp),
-                   "webhook-signature": sign(self._secret, delivery["id"], timestamp, body)}
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": delivery["id"],
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(self._secret, delivery["id"], timestamp, body),
+        }
         started = time.perf_counter()
         try:
             response = self._http.post(delivery["url"], content=body, headers=headers)

@@ -33,46 +33,87 @@ def build_sd15_architecture(out: Path) -> Path:
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, cross_attention_dim=768,
-        attention_head_dim=8, block_out_channels=(320, 640, 1280, 1280),
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        block_out_channels=(320, 640, 1280, 1280),
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
-                        layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512)
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=512,
+    )
     tokenizer = build_tokenizer(out / "_tok")
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
-                                        num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77,
-                                        bos_token_id=len(tokenizer) - 2, eos_token_id=len(tokenizer) - 1,
-                                        pad_token_id=len(tokenizer) - 1))
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            bos_token_id=len(tokenizer) - 2,
+            eos_token_id=len(tokenizer) - 1,
+            pad_token_id=len(tokenizer) - 1,
+        )
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(out, safe_serialization=True)
     return out
 
 
 def measure(model: Path, device: str, compiled: bool, size: int, steps: int, runs: int) -> str:
-    settings = WorkerSettings(model_source=str(model), device=device, compile=compiled,
-                              warmup_sizes=[f"{size}x{size}"], warmup_steps=2)
+    settings = WorkerSettings(
+        model_source=str(model), device=device, compile=compiled, warmup_sizes=[f"{size}x{size}"], warmup_steps=2
+    )
     runtime = pick_runtime(settings)
     started = time.perf_counter()
     warm = WarmPipeline(load(settings, runtime), runtime, settings)
     warmup = warm.warm_up()
     laps: list[float] = []
     for run in range(runs):
-        params = GenerationParams(prompt="a red circle on a blue background", width=size, height=size,
-                                  num_inference_steps=steps, guidance_scale=7.5, seed=run, num_images=1)
+        params = GenerationParams(
+            prompt="a red circle on a blue background",
+            width=size,
+            height=size,
+            num_inference_steps=steps,
+            guidance_scale=7.5,
+            seed=run,
+            num_images=1,
+        )
         warm.generate(params, lambda done, total, seconds: laps.append(seconds) is None)
     laps.sort()
     memory = warm.memory().get("peak_allocated", 0) / 2**30
     dtype = str(runtime.dtype).removeprefix("torch.")
     p95 = laps[int(0.95 * (len(laps) - 1))]
     took = time.perf_counter() - started
-    return (f"{model.name:>10} {dtype:>8} compile={compiled!s:5} {size}x{size} CFG batch 1: "
-            f"step median {statistics.median(laps) * 1e3:7.2f} ms, p95 {p95 * 1e3:7.2f} ms; "
-            f"load+warm-up {took:5.1f} s (warm-up {warmup:5.1f} s); peak memory {memory:.2f} GiB")
+    return (
+        f"{model.name:>10} {dtype:>8} compile={compiled!s:5} {size}x{size} CFG batch 1: "
+        f"step median {statistics.median(laps) * 1e3:7.2f} ms, p95 {p95 * 1e3:7.2f} ms; "
+        f"load+warm-up {took:5.1f} s (warm-up {warmup:5.1f} s); peak memory {memory:.2f} GiB"
+    )
 
 
 def main() -> None:

@@ -135,8 +135,14 @@ class JobError(BaseModel):
 
 
 # Share of a job's work done when each stage starts; denoising fills the span up to decoding.
-STAGE_FRACTION = {Stage.QUEUED: 0.0, Stage.LOADING: 0.02, Stage.DENOISING: 0.05, Stage.DECODING: 0.92,
-                  Stage.STORING: 0.96, Stage.DONE: 1.0}
+STAGE_FRACTION = {
+    Stage.QUEUED: 0.0,
+    Stage.LOADING: 0.02,
+    Stage.DENOISING: 0.05,
+    Stage.DECODING: 0.92,
+    Stage.STORING: 0.96,
+    Stage.DONE: 1.0,
+}
 
 
 class Progress(BaseModel):

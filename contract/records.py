@@ -90,8 +90,11 @@ class JobStore:
     def create(self, record: JobRecord, pipe: Pipeline) -> None:
         """Queue the write of a new record, its first event and its index entry in `pipe` (one transaction)."""
         pipe.hset(self.key(record.id), mapping=_encode(record))  # type: ignore[arg-type]
-        state = {"status": record.status.value, "progress": record.progress.model_dump(mode="json")
-                 if record.progress else None, "attempts": 0}
+        state = {
+            "status": record.status.value,
+            "progress": record.progress.model_dump(mode="json") if record.progress else None,
+            "attempts": 0,
+        }
         pipe.xadd(self.events(record.id), {"state": json.dumps(state)}, maxlen=MAX_EVENTS, approximate=True)
         pipe.zadd(index_key(self.prefix), {record.id: record.created_at})
         if record.start_by is not None:

@@ -22,9 +22,18 @@ def _bar(job: Job, width: int = 30) -> str:
 
 
 def generate(client: DiffusionClient, args: argparse.Namespace) -> int:
-    submitted = client.submit(args.prompt, negative_prompt=args.negative_prompt, width=args.width, height=args.height,
-                        num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
-                        num_images=args.num_images, model=args.model, priority=args.priority)
+    submitted = client.submit(
+        args.prompt,
+        negative_prompt=args.negative_prompt,
+        width=args.width,
+        height=args.height,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        seed=args.seed,
+        num_images=args.num_images,
+        model=args.model,
+        priority=args.priority,
+    )
     print(f"job {submitted.id}", file=sys.stderr)
     job = submitted
     for job in client.stream(submitted.id):
@@ -70,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         progress = job.progress
-        print(f"{job.id} {job.status} {progress.stage} {progress.fraction:.0%}"
-              + "".join(f"\n  {image.url}" for image in job.images))
+        print(
+            f"{job.id} {job.status} {progress.stage} {progress.fraction:.0%}"
+            + "".join(f"\n  {image.url}" for image in job.images)
+        )
         return 0
 
 

@@ -69,17 +69,29 @@ class Job:
     def parse(cls, data: dict[str, Any]) -> Job:
         """Build from the service's JSON job object."""
         return cls(
-            id=data["id"], status=data["status"], progress=Progress(**data["progress"]),
-            images=[Image(**{k: im[k] for k in ("url", "width", "height", "seed", "content_type")})
-                    for im in data.get("images", [])],
-            error=data.get("error"), queue_position=data.get("queue_position"), raw=data)
+            id=data["id"],
+            status=data["status"],
+            progress=Progress(**data["progress"]),
+            images=[
+                Image(**{k: im[k] for k in ("url", "width", "height", "seed", "content_type")})
+                for im in data.get("images", [])
+            ],
+            error=data.get("error"),
+            queue_position=data.get("queue_position"),
+            raw=data,
+        )
 
 
 class DiffusionClient:
     """Client of one service base URL."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout: float = 30.0, retries: int = 4,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        timeout: float = 30.0,
+        retries: int = 4,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.retries = retries
         self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
 
@@ -107,8 +119,9 @@ class DiffusionClient:
                 continue
             if response.status_code >= 400:
                 error = (response.json().get("error") or {}) if response.content else {}
-                raise ApiError(response.status_code, error.get("type", "unknown"), error.get("message", ""),
-                               error.get("param"))
+                raise ApiError(
+                    response.status_code, error.get("type", "unknown"), error.get("message", ""), error.get("param")
+                )
             return response
         raise AssertionError("unreachable")
 
@@ -132,8 +145,12 @@ class DiffusionClient:
         while True:
             headers = {"Last-Event-ID": last_id} if last_id else {}
             try:
-                with self.http.stream("GET", f"/v1/generations/{job_id}/events", headers=headers,
-                                      timeout=httpx.Timeout(self.http.timeout.connect, read=60)) as response:
+                with self.http.stream(
+                    "GET",
+                    f"/v1/generations/{job_id}/events",
+                    headers=headers,
+                    timeout=httpx.Timeout(self.http.timeout.connect, read=60),
+                ) as response:
                     if response.status_code >= 400:
                         response.read()
                         self._request("GET", f"/v1/generations/{job_id}")  # raises the API's error

@@ -60,7 +60,7 @@ def demo(base: str) -> Path:
             raise SystemExit(f"demo generation {job['status']}: {job.get('error')}")
         out = VAR / "demo.png"
         out.write_bytes(client.get(job["images"][0]["url"]).content)
-        seconds = (datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["created_at"]))
+        seconds = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["created_at"])
         print(f"generated '{PROMPT}' (seed 42, job {job['id']}) in {seconds.total_seconds():.2f} s -> {out}")
         return out
 
@@ -76,23 +76,46 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     # Leave a core to Redis and the API: OpenMP threads that compete for every core spin and stall.
     threads = os.environ.get("DIFFUSION_CPU_THREADS", str(max(1, (os.cpu_count() or 2) - 1)))
-    env = {"DIFFUSION_STORAGE_DIR": str(VAR / "images"), "DIFFUSION_CPU_THREADS": threads,
-           "DIFFUSION_URL_SIGNING_SECRET": os.environ.get("DIFFUSION_URL_SIGNING_SECRET", "local-dev-secret")}
+    env = {
+        "DIFFUSION_STORAGE_DIR": str(VAR / "images"),
+        "DIFFUSION_CPU_THREADS": threads,
+        "DIFFUSION_URL_SIGNING_SECRET": os.environ.get("DIFFUSION_URL_SIGNING_SECRET", "local-dev-secret"),
+    }
     try:
         if "REDIS_URL" not in os.environ:
             port = free_port()
             (VAR / "redis").mkdir(exist_ok=True)
-            procs.append(start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(VAR / "redis")], {}, VAR / "redis.log"))
+            procs.append(
+                start(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(VAR / "redis"),
+                    ],
+                    {},
+                    VAR / "redis.log",
+                )
+            )
             env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-        env.setdefault("DIFFUSION_MODELS_FILE", os.environ.get("DIFFUSION_MODELS_FILE", str(ROOT / "deploy" /
-                                                                                                "models.json")))
+        env.setdefault(
+            "DIFFUSION_MODELS_FILE", os.environ.get("DIFFUSION_MODELS_FILE", str(ROOT / "deploy" / "models.json"))
+        )
         model = ["--model", args.model] if args.model else []
         procs.append(start([py, "-m", "worker", *model], env, VAR / "worker.log"))
         procs.append(start([py, "-m", "app", "--port", str(args.port)], env, VAR / "api.log"))
         base = f"http://127.0.0.1:{args.port}"
-        print(f"starting Redis ({env['REDIS_URL']}), a worker on {args.model or 'the default model'} and the API "
-              f"on {base} ...")
+        print(
+            f"starting Redis ({env['REDIS_URL']}), a worker on {args.model or 'the default model'} and the API "
+            f"on {base} ..."
+        )
         wait_ready(base, procs, timeout=300)
         demo(base)
         if args.once:

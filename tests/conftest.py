@@ -105,22 +105,40 @@ class Stack:
 
 def stack_env(redis_url: str, prefix: str, storage: Path, **extra: str) -> dict[str, str]:
     """Environment shared by the API and the workers of one stack."""
-    return {"REDIS_URL": redis_url, "DIFFUSION_KEY_PREFIX": prefix, "DIFFUSION_STORAGE_DIR": str(storage),
-            "DIFFUSION_URL_SIGNING_SECRET": SECRET, "DIFFUSION_DEFAULT_MODEL": "tiny-sd",
-            "DIFFUSION_SERVED_MODELS": '["tiny-sd","tiny-sd3"]', **extra}
+    return {
+        "REDIS_URL": redis_url,
+        "DIFFUSION_KEY_PREFIX": prefix,
+        "DIFFUSION_STORAGE_DIR": str(storage),
+        "DIFFUSION_URL_SIGNING_SECRET": SECRET,
+        "DIFFUSION_DEFAULT_MODEL": "tiny-sd",
+        "DIFFUSION_SERVED_MODELS": '["tiny-sd","tiny-sd3"]',
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest, redis_server: RedisServer, tiny_sd: Path, tiny_sd3: Path, lora_dir: Path,
-          tiny_controlnet: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest,
+    redis_server: RedisServer,
+    tiny_sd: Path,
+    tiny_sd3: Path,
+    lora_dir: Path,
+    tiny_controlnet: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
     """API + one worker per tiny model (UNet and transformer), started once per test module.
 
     A module may set STACK_ENV (extra settings) and STACK_MODELS (which workers to start).
     """
     tmp = tmp_path_factory.mktemp("stack")
     prefix = f"m{uuid.uuid4().hex[:10]}"
-    env = stack_env(redis_server.url, prefix, tmp / "images", DIFFUSION_LORA_DIR=str(lora_dir),
-                    **getattr(request.module, "STACK_ENV", {}))
+    env = stack_env(
+        redis_server.url,
+        prefix,
+        tmp / "images",
+        DIFFUSION_LORA_DIR=str(lora_dir),
+        **getattr(request.module, "STACK_ENV", {}),
+    )
     redis = Redis.from_url(redis_server.url)
     api = start_api(env, tmp / "api.log")
     sources = {"tiny-sd": tiny_sd, "tiny-sd3": tiny_sd3}
@@ -128,8 +146,12 @@ def stack(request: pytest.FixtureRequest, redis_server: RedisServer, tiny_sd: Pa
     for model in getattr(request.module, "STACK_MODELS", ("tiny-sd", "tiny-sd3")):
         suffix = "sd" if model == "tiny-sd" else "sd3"
         own = {"DIFFUSION_CONTROLNETS": json.dumps({"edges": str(tiny_controlnet)})} if model == "tiny-sd" else {}
-        workers[model] = start_worker(sources[model], {**env, **own, "DIFFUSION_WORKER_ID": f"{prefix}-{suffix}"},
-                                      tmp / f"w-{suffix}.log", name=model)
+        workers[model] = start_worker(
+            sources[model],
+            {**env, **own, "DIFFUSION_WORKER_ID": f"{prefix}-{suffix}"},
+            tmp / f"w-{suffix}.log",
+            name=model,
+        )
     try:
         for model, worker in workers.items():
             suffix = "sd" if model == "tiny-sd" else "sd3"

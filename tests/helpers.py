@@ -53,8 +53,22 @@ class RedisServer:
         """Start (or restart on the same port) and wait until it answers."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = Redis.from_url(self.url)
         wait_for(lambda: _pings(client), 10, "redis-server to answer")
         return self
@@ -127,8 +141,9 @@ def start_api(env: dict[str, str], log: Path) -> Service:
     return service
 
 
-def start_worker(model: Path, env: dict[str, str], log: Path, *, name: str | None = None,
-                 from_models_file: bool = False) -> Service:
+def start_worker(
+    model: Path, env: dict[str, str], log: Path, *, name: str | None = None, from_models_file: bool = False
+) -> Service:
     """`python -m worker` on a model folder (or its models-file entry) with its own metrics port; no waiting."""
     port = free_port()
     args = ["-m", "worker", "--metrics-port", str(port)]

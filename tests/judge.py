@@ -11,6 +11,7 @@
 Usable without the training package: the palette is defined here too (and a
 unit test checks it equals the data set's).
 """
+
 from __future__ import annotations
 
 import re
@@ -44,8 +45,9 @@ class Verdict:
     fg_pixels: int
 
     def matches(self, fg=None, shape=None, bg=None) -> bool:
-        return ((fg is None or self.fg == fg) and (shape is None or self.shape == shape)
-                and (bg is None or self.bg == bg))
+        return (
+            (fg is None or self.fg == fg) and (shape is None or self.shape == shape) and (bg is None or self.bg == bg)
+        )
 
 
 def to_array(image) -> np.ndarray:
@@ -99,7 +101,8 @@ def judge(image) -> Verdict:
 
 _PROMPT = re.compile(
     r"^an? (?:(?P<fg>\w+) )?(?P<shape>circle|square|triangle|shape)"
-    r"(?: on an? (?P<bg>\w+) background)?$")
+    r"(?: on an? (?P<bg>\w+) background)?$"
+)
 
 
 def parse_prompt(prompt: str) -> tuple[str | None, str | None, str | None]:

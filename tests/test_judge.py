@@ -1,4 +1,5 @@
 """The judge must be right on the data set's own renders."""
+
 import importlib.util
 import sys
 from pathlib import Path
@@ -27,8 +28,7 @@ def test_judge_on_random_renders(seed):
     b = dataset.sample_batch(rng, 400, combos=dataset.ALL_COMBOS, captions=False)
     for i in range(len(b["images"])):
         v = judge_mod.judge(b["images"][i])
-        want = (dataset.COLORS[b["fg"][i]], dataset.SHAPES[b["shape"][i]],
-                dataset.COLORS[b["bg"][i]])
+        want = (dataset.COLORS[b["fg"][i]], dataset.SHAPES[b["shape"][i]], dataset.COLORS[b["bg"][i]])
         assert (v.fg, v.shape, v.bg) == want, (v, want, b["r"][i], b["cx"][i], b["cy"][i])
 
 
@@ -36,17 +36,27 @@ def test_judge_on_random_renders(seed):
 @pytest.mark.parametrize("r", [dataset.MIN_R, 16, dataset.MAX_R])
 def test_extreme_sizes_and_corners(shape, r):
     for cx, cy in [(r + 3, r + 3), (61 - r, 61 - r), (32, 32)]:
-        img = dataset.render(np.array([4]), np.array([shape]), np.array([6]),
-                             np.array([r], np.float32), np.array([cx], np.float32),
-                             np.array([cy], np.float32))[0]
+        img = dataset.render(
+            np.array([4]),
+            np.array([shape]),
+            np.array([6]),
+            np.array([r], np.float32),
+            np.array([cx], np.float32),
+            np.array([cy], np.float32),
+        )[0]
         v = judge_mod.judge(img)
         assert (v.fg, v.shape, v.bg) == ("blue", dataset.SHAPES[shape], "white")
 
 
 def test_fill_ratios():
-    img = dataset.render(np.array([0, 0, 0]), np.array([0, 1, 2]), np.array([1, 1, 1]),
-                         np.full(3, 20, np.float32), np.full(3, 32, np.float32),
-                         np.full(3, 32, np.float32))
+    img = dataset.render(
+        np.array([0, 0, 0]),
+        np.array([0, 1, 2]),
+        np.array([1, 1, 1]),
+        np.full(3, 20, np.float32),
+        np.full(3, 32, np.float32),
+        np.full(3, 32, np.float32),
+    )
     fills = [judge_mod.judge(im).fill for im in img]
     assert fills[0] == pytest.approx(0.785, abs=0.03)
     assert fills[1] == pytest.approx(1.0, abs=0.01)
@@ -72,9 +82,14 @@ def test_blank_image_has_no_foreground():
 def test_float_and_pil_inputs():
     from PIL import Image
 
-    img = dataset.render(np.array([2]), np.array([0]), np.array([5]),
-                         np.array([16.0], np.float32), np.array([30.0], np.float32),
-                         np.array([34.0], np.float32))[0]
+    img = dataset.render(
+        np.array([2]),
+        np.array([0]),
+        np.array([5]),
+        np.array([16.0], np.float32),
+        np.array([30.0], np.float32),
+        np.array([34.0], np.float32),
+    )[0]
     for x in (img.astype(np.float32) / 255.0, Image.fromarray(img)):
         v = judge_mod.judge(x)
         assert (v.fg, v.shape, v.bg) == ("yellow", "circle", "purple")
@@ -82,10 +97,12 @@ def test_float_and_pil_inputs():
 
 def test_parse_prompt():
     assert judge_mod.parse_prompt("a red circle on a blue background") == ("red", "circle", "blue")
-    assert judge_mod.parse_prompt("an orange triangle on a white background") == (
-        "orange", "triangle", "white")
+    assert judge_mod.parse_prompt("an orange triangle on a white background") == ("orange", "triangle", "white")
     assert judge_mod.parse_prompt("a circle on a white background") == (None, "circle", "white")
     assert judge_mod.parse_prompt("a green square") == ("green", "square", None)
     for c in dataset.ALL_COMBOS:
         assert judge_mod.parse_prompt(dataset.caption_full(*c)) == (
-            dataset.COLORS[c[0]], dataset.SHAPES[c[1]], dataset.COLORS[c[2]])
+            dataset.COLORS[c[0]],
+            dataset.SHAPES[c[1]],
+            dataset.COLORS[c[2]],
+        )

@@ -13,6 +13,7 @@ needs no storage and is exactly reproducible.
   held out of training entirely (no image of such a combination is ever
   drawn for training); evaluation prompts come from it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,13 +50,7 @@ def is_held_out(fg: int, shape: int, bg: int) -> bool:
     return fg != bg and (fg + 2 * bg + 3 * shape) % 7 == 0
 
 
-ALL_COMBOS = [
-    (f, s, b)
-    for f in range(len(COLORS))
-    for s in range(len(SHAPES))
-    for b in range(len(COLORS))
-    if f != b
-]
+ALL_COMBOS = [(f, s, b) for f in range(len(COLORS)) for s in range(len(SHAPES)) for b in range(len(COLORS)) if f != b]
 HELD_OUT_COMBOS = [c for c in ALL_COMBOS if is_held_out(*c)]
 TRAIN_COMBOS = [c for c in ALL_COMBOS if not is_held_out(*c)]
 
@@ -90,15 +85,19 @@ def caption_variant(fg: int, shape: int, bg: int, kind: int) -> str:
 # classifier-free guidance) as the last entry.
 CAPTION_KIND_P = np.array([0.70, 0.06, 0.06, 0.05, 0.03, 0.10])
 
-CAPTION_WORDS = sorted(
-    set(COLORS) | set(SHAPES) | {"a", "an", "on", "background", "shape"}
-)
+CAPTION_WORDS = sorted(set(COLORS) | set(SHAPES) | {"a", "an", "on", "background", "shape"})
 
 
-def render(fg: np.ndarray, shape: np.ndarray, bg: np.ndarray, r: np.ndarray,
-           cx: np.ndarray, cy: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
+def render(
+    fg: np.ndarray,
+    shape: np.ndarray,
+    bg: np.ndarray,
+    r: np.ndarray,
+    cx: np.ndarray,
+    cy: np.ndarray,
+    size: int = IMAGE_SIZE,
+) -> np.ndarray:
     """Render a batch. Returns uint8 array (N, size, size, 3)."""
-    n = len(fg)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     xx = xx[None] - cx[:, None, None]
     yy = yy[None] - cy[:, None, None]
@@ -114,8 +113,7 @@ def render(fg: np.ndarray, shape: np.ndarray, bg: np.ndarray, r: np.ndarray,
     return out.astype(np.uint8)
 
 
-def sample_batch(rng: np.random.Generator, n: int, combos=None,
-                 captions: bool = True) -> dict:
+def sample_batch(rng: np.random.Generator, n: int, combos=None, captions: bool = True) -> dict:
     """Draw n random examples from `combos` (default: training combinations)."""
     combos = TRAIN_COMBOS if combos is None else combos
     idx = rng.integers(0, len(combos), n)
@@ -127,13 +125,12 @@ def sample_batch(rng: np.random.Generator, n: int, combos=None,
     cx = np.floor(lo + rng.random(n) * (hi - lo + 1)).astype(np.float32)
     cy = np.floor(lo + rng.random(n) * (hi - lo + 1)).astype(np.float32)
     images = render(fg, shape, bg, r, cx, cy)
-    out = {"images": images, "fg": fg, "shape": shape, "bg": bg, "r": r,
-           "cx": cx, "cy": cy}
+    out = {"images": images, "fg": fg, "shape": shape, "bg": bg, "r": r, "cx": cx, "cy": cy}
     if captions:
         kinds = rng.choice(len(CAPTION_KIND_P), n, p=CAPTION_KIND_P)
         out["captions"] = [
             "" if k == len(CAPTION_KIND_P) - 1 else caption_variant(f, s, b, k)
-            for f, s, b, k in zip(fg, shape, bg, kinds)
+            for f, s, b, k in zip(fg, shape, bg, kinds, strict=True)
         ]
     return out
 

@@ -8,6 +8,7 @@ its images with tests/judge.py (nearest palette colour per pixel; shape from
 the foreground mask).  Prompts come from the held-out combinations of
 training/dataset.py, each with fixed seeds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .dataset import COLORS, HELD_OUT_COMBOS, SHAPES, caption_full
+from .dataset import HELD_OUT_COMBOS, caption_full
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "worker" / "models" / "shapes"
@@ -68,15 +69,20 @@ def guidance_sweep(pipe, scales=(1.0, 2.0, 3.0, 4.0, 5.0, 7.5), steps=DEFAULT_ST
     return out
 
 
-def generate(pipe, prompts, seeds, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE,
-             negative=None, batch=24):
+def generate(pipe, prompts, seeds, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE, negative=None, batch=24):
     images = []
     for i in range(0, len(prompts), batch):
-        ps = prompts[i:i + batch]
-        gens = [torch.Generator().manual_seed(int(s)) for s in seeds[i:i + batch]]
+        ps = prompts[i : i + batch]
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds[i : i + batch]]
         neg = None if negative is None else [negative] * len(ps)
-        out = pipe(ps, negative_prompt=neg, num_inference_steps=steps,
-                   guidance_scale=guidance, generator=gens, output_type="np")
+        out = pipe(
+            ps,
+            negative_prompt=neg,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=gens,
+            output_type="np",
+        )
         images.extend(list(out.images))
     return images
 
@@ -85,7 +91,7 @@ def score(images, prompts) -> dict:
     judge = load_judge()
     n = len(prompts)
     color = shape = both = fg_ok = bg_ok = 0
-    for img, p in zip(images, prompts):
+    for img, p in zip(images, prompts, strict=True):
         fg, sh, bg = judge.parse_prompt(p)
         v = judge.judge(img)
         c = v.fg == fg and v.bg == bg
@@ -94,8 +100,14 @@ def score(images, prompts) -> dict:
         color += c
         shape += v.shape == sh
         both += c and v.shape == sh
-    return {"n": n, "color_acc": color / n, "fg_acc": fg_ok / n, "bg_acc": bg_ok / n,
-            "shape_acc": shape / n, "all_acc": both / n}
+    return {
+        "n": n,
+        "color_acc": color / n,
+        "fg_acc": fg_ok / n,
+        "bg_acc": bg_ok / n,
+        "shape_acc": shape / n,
+        "all_acc": both / n,
+    }
 
 
 def run_prompts(pipe, pairs, **kw) -> dict:
@@ -110,8 +122,7 @@ def negative_check(pipe, n_seeds=20, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDA
     seeds = list(range(500, 500 + n_seeds))
     out = {}
     for neg in (None, "red"):
-        imgs = generate(pipe, [prompt] * n_seeds, seeds, steps=steps, guidance=guidance,
-                        negative=neg)
+        imgs = generate(pipe, [prompt] * n_seeds, seeds, steps=steps, guidance=guidance, negative=neg)
         fgs = [str(judge.judge(im).fg) for im in imgs]
         out["with_negative_red" if neg else "without_negative"] = {
             "red_foregrounds": sum(f == "red" for f in fgs),
@@ -136,8 +147,13 @@ def benchmark(pipe, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE, threads=2, r
             ts.append(time.perf_counter() - t)
     finally:
         torch.set_num_threads(old)
-    return {"threads": threads, "steps": steps, "median_s": float(np.median(ts)),
-            "min_s": float(np.min(ts)), "max_s": float(np.max(ts))}
+    return {
+        "threads": threads,
+        "steps": steps,
+        "median_s": float(np.median(ts)),
+        "min_s": float(np.min(ts)),
+        "max_s": float(np.max(ts)),
+    }
 
 
 def load_pipeline(path):
@@ -149,8 +165,9 @@ def load_pipeline(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default=str(DEFAULT_MODEL))
     p.add_argument("--seeds-per-combo", type=int, default=3)
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
@@ -158,8 +175,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="threads for quality runs")
     p.add_argument("--bench-threads", type=int, default=2)
     p.add_argument("--json", help="also write the figures to this file")
-    p.add_argument("--sweep", action="store_true",
-                   help="only run the guidance sweep on trained combinations")
+    p.add_argument("--sweep", action="store_true", help="only run the guidance sweep on trained combinations")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
@@ -169,13 +185,20 @@ def main(argv=None):
     if a.sweep:
         guidance_sweep(pipe, steps=a.steps)
         return
-    res = {"model": a.model, "scheduler": type(pipe.scheduler).__name__,
-           "guidance": a.guidance, "steps": a.steps,
-           "machine": f"{platform.processor() or platform.machine()}, "
-                      f"{torch.get_num_threads()} thread(s) for quality runs"}
+    res = {
+        "model": a.model,
+        "scheduler": type(pipe.scheduler).__name__,
+        "guidance": a.guidance,
+        "steps": a.steps,
+        "machine": f"{platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} thread(s) for quality runs",
+    }
     pairs = heldout_prompts(a.seeds_per_combo)
-    print(f"{len(pairs)} held-out prompts ({len(HELD_OUT_COMBOS)} combinations x "
-          f"{a.seeds_per_combo} seeds), {a.steps} steps", flush=True)
+    print(
+        f"{len(pairs)} held-out prompts ({len(HELD_OUT_COMBOS)} combinations x "
+        f"{a.seeds_per_combo} seeds), {a.steps} steps",
+        flush=True,
+    )
 
     res["default"] = run_prompts(pipe, pairs, steps=a.steps, guidance=a.guidance)
     print(f"[default guidance {a.guidance}, {res['scheduler']}] {res['default']}", flush=True)
@@ -187,19 +210,19 @@ def main(argv=None):
         pipe.scheduler = cls.from_config(base_cfg)
         res[name] = run_prompts(pipe, pairs, steps=20, guidance=a.guidance)
         print(f"[{name}, 20 steps] {res[name]}", flush=True)
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(base_cfg) \
-        if res["scheduler"] == "DPMSolverMultistepScheduler" else type(pipe.scheduler).from_config(base_cfg)
+    pipe.scheduler = (
+        DPMSolverMultistepScheduler.from_config(base_cfg)
+        if res["scheduler"] == "DPMSolverMultistepScheduler"
+        else type(pipe.scheduler).from_config(base_cfg)
+    )
 
     res["negative_prompt"] = negative_check(pipe, steps=a.steps, guidance=a.guidance)
-    print(f"[negative prompt 'red' on 'a circle on a white background', 20 seeds] "
-          f"{res['negative_prompt']}", flush=True)
+    print(f"[negative prompt 'red' on 'a circle on a white background', 20 seeds] {res['negative_prompt']}", flush=True)
 
     res["timing"] = benchmark(pipe, steps=20, guidance=a.guidance, threads=a.bench_threads)
-    print(f"[timing, warm, 20 steps, one image, native size, {a.bench_threads} threads] "
-          f"{res['timing']}", flush=True)
+    print(f"[timing, warm, 20 steps, one image, native size, {a.bench_threads} threads] {res['timing']}", flush=True)
     res["timing_1_thread"] = benchmark(pipe, steps=20, guidance=a.guidance, threads=1)
-    print(f"[timing, warm, 20 steps, one image, native size, 1 thread] "
-          f"{res['timing_1_thread']}", flush=True)
+    print(f"[timing, warm, 20 steps, one image, native size, 1 thread] {res['timing_1_thread']}", flush=True)
     res["load_average_after"] = os.getloadavg()
     res["eval_minutes"] = (time.time() - t0) / 60
 
@@ -208,17 +231,25 @@ def main(argv=None):
     print(f"  colour accuracy (fg and bg right): {d['color_acc']:.1%}   target >= 90%")
     print(f"  shape accuracy:                    {d['shape_acc']:.1%}   target >= 80%")
     print(f"  all three right:                   {d['all_acc']:.1%}")
-    print(f"  guidance 1.0: colour {g1['color_acc']:.1%}, shape {g1['shape_acc']:.1%} "
-          f"(default {a.guidance}: {d['color_acc']:.1%}, {d['shape_acc']:.1%})")
-    print(f"  Euler vs DPM-Solver++ (20 steps) colour {res['euler']['color_acc']:.1%} vs "
-          f"{res['dpmsolver++']['color_acc']:.1%}; all {res['euler']['all_acc']:.1%} vs "
-          f"{res['dpmsolver++']['all_acc']:.1%}")
+    print(
+        f"  guidance 1.0: colour {g1['color_acc']:.1%}, shape {g1['shape_acc']:.1%} "
+        f"(default {a.guidance}: {d['color_acc']:.1%}, {d['shape_acc']:.1%})"
+    )
+    print(
+        f"  Euler vs DPM-Solver++ (20 steps) colour {res['euler']['color_acc']:.1%} vs "
+        f"{res['dpmsolver++']['color_acc']:.1%}; all {res['euler']['all_acc']:.1%} vs "
+        f"{res['dpmsolver++']['all_acc']:.1%}"
+    )
     neg = res["negative_prompt"]
-    print(f"  negative prompt 'red': {neg['with_negative_red']['red_foregrounds']}/20 red "
-          f"foregrounds (without it: {neg['without_negative']['red_foregrounds']}/20)")
-    print(f"  warm 20-step image: median {res['timing']['median_s']:.3f} s "
-          f"({a.bench_threads} threads), {res['timing_1_thread']['median_s']:.3f} s (1 thread)"
-          f"   target <= 0.3 s; load average {res['load_average_after'][0]:.2f}")
+    print(
+        f"  negative prompt 'red': {neg['with_negative_red']['red_foregrounds']}/20 red "
+        f"foregrounds (without it: {neg['without_negative']['red_foregrounds']}/20)"
+    )
+    print(
+        f"  warm 20-step image: median {res['timing']['median_s']:.3f} s "
+        f"({a.bench_threads} threads), {res['timing_1_thread']['median_s']:.3f} s (1 thread)"
+        f"   target <= 0.3 s; load average {res['load_average_after'][0]:.2f}"
+    )
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))
 

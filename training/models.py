@@ -1,10 +1,11 @@
 """Model configurations of the default pipeline (all trained from scratch)."""
+
 from __future__ import annotations
 
 from .dataset import IMAGE_SIZE
 
 LATENT_CHANNELS = 4
-VAE_DOWN = 8                       # 64x64x3 image <-> 8x8x4 latent
+VAE_DOWN = 8  # 64x64x3 image <-> 8x8x4 latent
 LATENT_SIZE = IMAGE_SIZE // VAE_DOWN
 TEXT_DIM = 128
 
@@ -60,7 +61,7 @@ def make_unet():
         mid_block_type="UNetMidBlock2DCrossAttn",
         block_out_channels=(64,),
         layers_per_block=1,
-        attention_head_dim=4,   # diffusers naming: this is the number of heads
+        attention_head_dim=4,  # diffusers naming: this is the number of heads
         cross_attention_dim=TEXT_DIM,
         norm_num_groups=16,
         transformer_layers_per_block=1,

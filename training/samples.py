@@ -1,7 +1,8 @@
 """Draw docs/samples.png: a grid of samples with the prompt under each image.
 
-    python -m training.samples [--model worker/models/shapes] [--out docs/samples.png]
+python -m training.samples [--model worker/models/shapes] [--out docs/samples.png]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,7 @@ def main(argv=None):
     prompts = TRAIN_PROMPTS + held
     tags = ["trained combo"] * len(TRAIN_PROMPTS) + ["held-out combo"] * len(held)
     gens = [torch.Generator().manual_seed(a.seed + i) for i in range(len(prompts))]
-    imgs = pipe(prompts, num_inference_steps=DEFAULT_STEPS, guidance_scale=DEFAULT_GUIDANCE,
-                generator=gens).images
+    imgs = pipe(prompts, num_inference_steps=DEFAULT_STEPS, guidance_scale=DEFAULT_GUIDANCE, generator=gens).images
     cols = 6
     rows = (len(prompts) + cols - 1) // cols
     side = imgs[0].width * a.scale
@@ -46,7 +46,7 @@ def main(argv=None):
     grid = Image.new("RGB", (cols * cw, rows * (side + text_h) + 4), "white")
     draw = ImageDraw.Draw(grid)
     font = ImageFont.load_default()
-    for i, (im, prompt, tag) in enumerate(zip(imgs, prompts, tags)):
+    for i, (im, prompt, tag) in enumerate(zip(imgs, prompts, tags, strict=True)):
         x, y = (i % cols) * cw + (cw - side) // 2, (i // cols) * (side + text_h) + 4
         grid.paste(im.resize((side, side), Image.NEAREST), (x, y))
         words = prompt.split(" on ")

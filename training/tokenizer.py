@@ -5,6 +5,7 @@ end-of-word suffix, so that any text can be tokenized), the special tokens,
 and every caption word as a single token, reached through a chain of BPE
 merges.  Each caption word therefore becomes exactly one token.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,7 @@ MAX_LENGTH = 16  # "<bos> an orange triangle on a yellow background <eos>" is 9
 
 def bytes_to_unicode() -> dict[int, str]:
     """The GPT-2/CLIP byte -> printable unicode table."""
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-          + list(range(ord("®"), ord("ÿ") + 1)))
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -26,7 +26,7 @@ def bytes_to_unicode() -> dict[int, str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
 
 
 def build_vocab(words=CAPTION_WORDS) -> tuple[dict[str, int], list[str]]:
@@ -37,7 +37,7 @@ def build_vocab(words=CAPTION_WORDS) -> tuple[dict[str, int], list[str]]:
     merges: list[str] = []
     for word in sorted(words):
         # Left-to-right merge chain: ((r e) d</w>) ...
-        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        parts = [*word[:-1], word[-1] + "</w>"]
         cur = parts[0]
         for nxt in parts[1:]:
             merge = f"{cur} {nxt}"
@@ -86,5 +86,6 @@ def build_tokenizer(folder: str):
 
 def tokenize(tok, captions: list[str]):
     """Tokenize exactly as StableDiffusionPipeline.encode_prompt does."""
-    return tok(captions, padding="max_length", max_length=tok.model_max_length,
-               truncation=True, return_tensors="pt").input_ids
+    return tok(
+        captions, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids

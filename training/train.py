@@ -13,6 +13,7 @@ Phases (each checkpoints and resumes; a finished phase is skipped):
 All randomness is derived from --seed and the step number, so a resumed run
 draws the same batches as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,6 @@ import torch.nn.functional as F
 
 from .dataset import (
     PALETTE_ARRAY,
-    TRAIN_COMBOS,
     sample_batch,
     to_tensor_range,
 )
@@ -114,8 +114,10 @@ def train_vae(a, wd: Path):
         if step % 25 == 0 or step == 1:
             with torch.no_grad():
                 acc = (palette_index(y) == palette_index(x)).float().mean().item()
-            log(f"vae step {step}/{a.vae_steps} rec {rec.item():.4f} kl {kl.item():.1f} "
-                f"pixel-palette-acc {acc:.4f} ({(time.time() - t0) / 60:.1f} min)")
+            log(
+                f"vae step {step}/{a.vae_steps} rec {rec.item():.4f} kl {kl.item():.1f} "
+                f"pixel-palette-acc {acc:.4f} ({(time.time() - t0) / 60:.1f} min)"
+            )
         if step % 100 == 0 or step == a.vae_steps:
             atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, ck)
     # Scaling factor so that the diffusion model sees unit-variance latents.
@@ -126,16 +128,18 @@ def train_vae(a, wd: Path):
         x = torch.from_numpy(to_tensor_range(b["images"]))
         zs, accs = [], []
         for i in range(0, len(x), 128):
-            post = vae.encode(x[i:i + 128]).latent_dist
+            post = vae.encode(x[i : i + 128]).latent_dist
             zs.append(post.mean)
             y = vae.decode(post.mean).sample
-            accs.append((palette_index(y) == palette_index(x[i:i + 128])).float().mean())
+            accs.append((palette_index(y) == palette_index(x[i : i + 128])).float().mean())
         z = torch.cat(zs)
         std = z.std().item()
     vae.register_to_config(scaling_factor=1.0 / std)
     vae.save_pretrained(final, safe_serialization=True)
-    log(f"VAE done: latent mean {z.mean().item():.3f} std {std:.3f} -> scaling_factor "
-        f"{1.0 / std:.4f}; held-in reconstruction pixel-palette-acc {torch.stack(accs).mean():.4f}")
+    log(
+        f"VAE done: latent mean {z.mean().item():.3f} std {std:.3f} -> scaling_factor "
+        f"{1.0 / std:.4f}; held-in reconstruction pixel-palette-acc {torch.stack(accs).mean():.4f}"
+    )
 
 
 # ------------------------------------------------------------ latent cache
@@ -152,13 +156,15 @@ def build_cache(a, wd: Path):
     t0 = time.time()
     with torch.no_grad():
         for i in range(0, a.cache_size, 256):
-            x = torch.from_numpy(to_tensor_range(b["images"][i:i + 256]))
+            x = torch.from_numpy(to_tensor_range(b["images"][i : i + 256]))
             post = vae.encode(x).latent_dist
             means.append(post.mean)
             stds.append(post.std)
     cache = {
-        "mean": torch.cat(means), "std": torch.cat(stds),
-        "fg": torch.from_numpy(b["fg"]), "shape": torch.from_numpy(b["shape"]),
+        "mean": torch.cat(means),
+        "std": torch.cat(stds),
+        "fg": torch.from_numpy(b["fg"]),
+        "shape": torch.from_numpy(b["shape"]),
         "bg": torch.from_numpy(b["bg"]),
         "scaling_factor": float(vae.config.scaling_factor),
     }
@@ -180,8 +186,8 @@ class EMA:
     @torch.no_grad()
     def update(self, step):
         d = min(self.decay, (1 + step) / (10 + step))
-        for m, s in zip(self.models, self.shadow):
-            for p, q in zip(m.parameters(), s.parameters()):
+        for m, s in zip(self.models, self.shadow, strict=True):
+            for p, q in zip(m.parameters(), s.parameters(), strict=True):
                 q.lerp_(p.detach(), 1 - d)
 
 
@@ -189,9 +195,15 @@ def make_pipeline(vae, text_encoder, tokenizer, unet):
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     return StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
         scheduler=DPMSolverMultistepScheduler(**make_scheduler_config()),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 def export_pipeline(pipe, out: Path, tok_dir: Path):
@@ -235,8 +247,7 @@ def train_unet(a, wd: Path):
     te = make_text_encoder(len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
     unet = make_unet()
     vae = AutoencoderKL.from_pretrained(wd / "vae").eval()
-    log(f"params: unet {count_params(unet):,}  text encoder {count_params(te):,}  "
-        f"vae {count_params(vae):,}")
+    log(f"params: unet {count_params(unet):,}  text encoder {count_params(te):,}  vae {count_params(vae):,}")
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.99), weight_decay=0.01)
     ema = EMA([unet, te], a.ema)
@@ -247,8 +258,10 @@ def train_unet(a, wd: Path):
         raise SystemExit(f"{ck} exists: pass --resume to continue it, or use another --workdir")
     if a.resume and ck.exists():
         st = torch.load(ck, weights_only=False)
-        unet.load_state_dict(st["unet"]); te.load_state_dict(st["te"])
-        ema.shadow[0].load_state_dict(st["ema_unet"]); ema.shadow[1].load_state_dict(st["ema_te"])
+        unet.load_state_dict(st["unet"])
+        te.load_state_dict(st["te"])
+        ema.shadow[0].load_state_dict(st["ema_unet"])
+        ema.shadow[1].load_state_dict(st["ema_te"])
         opt.load_state_dict(st["opt"])
         step = st["step"]
         log(f"resumed exactly from {ck} at step {step}")
@@ -257,12 +270,15 @@ def train_unet(a, wd: Path):
         from transformers import CLIPTextModel
 
         st = torch.load(a.init_from, weights_only=False)
-        unet.load_state_dict(st["unet"]); te.load_state_dict(st["te"])
+        unet.load_state_dict(st["unet"])
+        te.load_state_dict(st["te"])
         ema.shadow[0].load_state_dict(UNet2DConditionModel.from_pretrained(out / "unet").state_dict())
         ema.shadow[1].load_state_dict(CLIPTextModel.from_pretrained(out / "text_encoder").state_dict())
         step = warm_from = st["step"]
-        log(f"resumed from compact checkpoint {a.init_from} at step {step} "
-            f"(EMA from {out}; fresh optimizer state, re-warmed)")
+        log(
+            f"resumed from compact checkpoint {a.init_from} at step {step} "
+            f"(EMA from {out}; fresh optimizer state, re-warmed)"
+        )
     elif a.resume:
         raise SystemExit("--resume: no checkpoint found")
 
@@ -271,7 +287,7 @@ def train_unet(a, wd: Path):
     def ids_for(caps):
         missing = [c for c in set(caps) if c not in pad_ids]
         if missing:
-            for c, row in zip(missing, tokenize(tok, missing)):
+            for c, row in zip(missing, tokenize(tok, missing), strict=True):
                 pad_ids[c] = row
         return torch.stack([pad_ids[c] for c in caps])
 
@@ -290,8 +306,10 @@ def train_unet(a, wd: Path):
         rng = np.random.default_rng([a.seed, 4, step])
         idx = torch.from_numpy(rng.integers(0, n_cache, a.batch))
         kinds = rng.choice(len(CAPTION_KIND_P), a.batch, p=CAPTION_KIND_P)
-        caps = ["" if k == len(CAPTION_KIND_P) - 1 else caption_variant(int(f), int(s), int(b), int(k))
-                for f, s, b, k in zip(cache["fg"][idx], cache["shape"][idx], cache["bg"][idx], kinds)]
+        caps = [
+            "" if k == len(CAPTION_KIND_P) - 1 else caption_variant(int(f), int(s), int(b), int(k))
+            for f, s, b, k in zip(cache["fg"][idx], cache["shape"][idx], cache["bg"][idx], kinds, strict=True)
+        ]
         ids = ids_for(caps)
         gen = torch.Generator().manual_seed(a.seed * 1_000_003 + step)
         z0 = cache["mean"][idx]
@@ -314,30 +332,48 @@ def train_unet(a, wd: Path):
         losses.append(loss.item())
         if step % a.log_every == 0 or step == 1:
             now = time.time()
-            log(f"step {step}/{a.unet_steps} loss {np.mean(losses):.4f} grad {gn:.2f} lr {lr:.2e} "
+            log(
+                f"step {step}/{a.unet_steps} loss {np.mean(losses):.4f} grad {gn:.2f} lr {lr:.2e} "
                 f"{(now - t_last) / max(1, step - s_last):.2f} s/step "
-                f"({(now - t0) / 60:.1f} min this run)")
+                f"({(now - t0) / 60:.1f} min this run)"
+            )
             losses, t_last, s_last = [], now, step
         if step % a.ckpt_every == 0 or step == a.unet_steps:
-            atomic_save({"unet": unet.state_dict(), "te": te.state_dict(),
-                         "ema_unet": ema.shadow[0].state_dict(), "ema_te": ema.shadow[1].state_dict(),
-                         "opt": opt.state_dict(), "step": step}, ck)
+            atomic_save(
+                {
+                    "unet": unet.state_dict(),
+                    "te": te.state_dict(),
+                    "ema_unet": ema.shadow[0].state_dict(),
+                    "ema_te": ema.shadow[1].state_dict(),
+                    "opt": opt.state_dict(),
+                    "step": step,
+                },
+                ck,
+            )
         if step % a.export_every == 0 or step == a.unet_steps:
             pipe = make_pipeline(vae, ema.shadow[1], tok, ema.shadow[0])
             export_pipeline(pipe, out, tok_dir)
             state_out = Path(a.state_out)
             state_out.parent.mkdir(parents=True, exist_ok=True)
-            atomic_save({"unet": unet.state_dict(), "te": te.state_dict(), "step": step,
-                         "note": "raw (non-EMA) weights; EMA weights are the exported pipeline"},
-                        state_out)
+            atomic_save(
+                {
+                    "unet": unet.state_dict(),
+                    "te": te.state_dict(),
+                    "step": step,
+                    "note": "raw (non-EMA) weights; EMA weights are the exported pipeline",
+                },
+                state_out,
+            )
             log(f"exported EMA pipeline to {out} and {state_out} at step {step}")
         if a.eval_every and (step % a.eval_every == 0 or step == a.unet_steps):
             te_ = time.time()
             pipe = make_pipeline(vae, ema.shadow[1], tok, ema.shadow[0])
             r = quick_eval(pipe, a.eval_guidance)
-            log(f"EVAL step {step} held-out (24 prompts, g={a.eval_guidance}): colour {r['color_acc']:.2f} "
+            log(
+                f"EVAL step {step} held-out (24 prompts, g={a.eval_guidance}): colour {r['color_acc']:.2f} "
                 f"fg {r['fg_acc']:.2f} bg {r['bg_acc']:.2f} shape {r['shape_acc']:.2f} "
-                f"all {r['all_acc']:.2f} ({time.time() - te_:.0f} s)")
+                f"all {r['all_acc']:.2f} ({time.time() - te_:.0f} s)"
+            )
     log(f"diffusion training done at step {step}")
 
 
@@ -381,8 +417,10 @@ def finetune_decoder(a, wd: Path):
         if step % 25 == 0 or step == 1:
             with torch.no_grad():
                 acc = (palette_index(y) == palette_index(x)).float().mean().item()
-            log(f"decoder step {step}/{a.decoder_steps} rec {rec.item():.4f} "
-                f"pixel-palette-acc {acc:.4f} ({(time.time() - t0) / 60:.1f} min)")
+            log(
+                f"decoder step {step}/{a.decoder_steps} rec {rec.item():.4f} "
+                f"pixel-palette-acc {acc:.4f} ({(time.time() - t0) / 60:.1f} min)"
+            )
         if step % 100 == 0 or step == a.decoder_steps:
             atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, ck)
     vae.save_pretrained(src, safe_serialization=True)
@@ -395,40 +433,47 @@ def finetune_decoder(a, wd: Path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m training", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--workdir", default="var/train", help="checkpoints and caches")
     p.add_argument("--out", default="worker/models/shapes", help="exported pipeline")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--phase", choices=["all", "vae", "cache", "unet", "decoder"], default="all")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the checkpoints in --workdir (or --init-from)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --workdir (or --init-from)")
     p.add_argument("--vae-steps", type=int, default=500)
     p.add_argument("--vae-batch", type=int, default=32)
     p.add_argument("--vae-lr", type=float, default=1.5e-3)
     p.add_argument("--kl-weight", type=float, default=1e-5)
     p.add_argument("--cache-size", type=int, default=32000)
-    p.add_argument("--latent-noise", type=float, default=0.0,
-                   help="train on mean + this * std of the VAE posterior (0: the mean)")
+    p.add_argument(
+        "--latent-noise", type=float, default=0.0, help="train on mean + this * std of the VAE posterior (0: the mean)"
+    )
     p.add_argument("--unet-steps", type=int, default=6200)
     p.add_argument("--decoder-steps", type=int, default=600)
     p.add_argument("--decoder-lr", type=float, default=5e-4)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--decay-from", type=int, default=4600,
-                   help="cosine-decay the LR to 10%% from this step to --unet-steps (0: constant)")
+    p.add_argument(
+        "--decay-from",
+        type=int,
+        default=4600,
+        help="cosine-decay the LR to 10%% from this step to --unet-steps (0: constant)",
+    )
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--export-every", type=int, default=1000)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--eval-guidance", type=float, default=5.0)
-    p.add_argument("--init-from", default=str(COMPACT_CKPT),
-                   help="compact checkpoint used by --resume when --workdir has none")
-    p.add_argument("--state-out", default=str(COMPACT_CKPT),
-                   help="where the compact training state is written at each export")
+    p.add_argument(
+        "--init-from", default=str(COMPACT_CKPT), help="compact checkpoint used by --resume when --workdir has none"
+    )
+    p.add_argument(
+        "--state-out", default=str(COMPACT_CKPT), help="where the compact training state is written at each export"
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     wd = Path(a.workdir)

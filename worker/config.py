@@ -19,8 +19,11 @@ class WorkerSettings(CommonSettings):
     """Everything a worker reads from the environment, with units in the names."""
 
     model_source: str = Field(default=DEFAULT_MODEL_SOURCE, description="Local diffusers folder or hub id.")
-    model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-                                   description="Queue/model name; default: DIFFUSION_DEFAULT_MODEL.")
+    model_name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Queue/model name; default: DIFFUSION_DEFAULT_MODEL.",
+    )
     allow_download: bool = False
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
@@ -30,12 +33,17 @@ class WorkerSettings(CommonSettings):
     warmup_steps: int = Field(default=2, ge=1)
     cpu_threads: int = Field(default=0, ge=0, description="torch intra-op threads on CPU; 0 = torch's default.")
     batch_images: bool = Field(default=True, description="Denoise the images of one request as one batch.")
-    controlnets: dict[str, str] = Field(default_factory=dict, description="ControlNets of this model: name -> "
-                                        "local folder or hub id (JSON).")
+    controlnets: dict[str, str] = Field(
+        default_factory=dict, description="ControlNets of this model: name -> local folder or hub id (JSON)."
+    )
     lora_dir: Path | None = Field(default=None, description="Directory of LoRA adapters (*.safetensors).")
     max_loaded_loras: int = Field(default=8, ge=1, description="LRU bound of adapters kept loaded.")
-    lora_slots: int = Field(default=2, ge=1, description="With compile: adapters one job may combine (hot-swap "
-                            "slots built into the compiled denoiser; each costs a little per step).")
+    lora_slots: int = Field(
+        default=2,
+        ge=1,
+        description="With compile: adapters one job may combine (hot-swap "
+        "slots built into the compiled denoiser; each costs a little per step).",
+    )
     png_compress_level: int = Field(default=4, ge=0, le=9)
     png_metadata: bool = Field(default=True, description="Write the generation's parameters into PNG text chunks.")
 

@@ -12,8 +12,9 @@ from PIL.PngImagePlugin import PngInfo
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 
-def encode(array: np.ndarray, fmt: str, quality: int, png_compress_level: int,
-           text: Mapping[str, str] | None = None) -> bytes:
+def encode(
+    array: np.ndarray, fmt: str, quality: int, png_compress_level: int, text: Mapping[str, str] | None = None
+) -> bytes:
     """Bytes of an HxWx3 uint8 array in `fmt`; `text` goes into PNG tEXt chunks."""
     buffer = io.BytesIO()
     image = Image.fromarray(array, mode="RGB")

@@ -73,8 +73,9 @@ class _Adapters:
     def _check(self, requested: list[dict[str, Any]]) -> None:
         for item in requested:
             if item["name"] not in self.available:
-                raise LoraError(f"LoRA {item['name']!r} does not fit this model; available: "
-                                f"{', '.join(self.available) or 'none'}")
+                raise LoraError(
+                    f"LoRA {item['name']!r} does not fit this model; available: {', '.join(self.available) or 'none'}"
+                )
 
     def activate(self, requested: list[dict[str, Any]]) -> None:
         """Make exactly these adapters, with their scales, act on the next generation."""
@@ -171,8 +172,11 @@ class HotswapLoras(_Adapters):
         self._base: list[dict[str, float]] = [{} for _ in range(slots)]
         self._layers: list[tuple[str, Any]] = []
         self._states: OrderedDict[str, tuple[dict[str, Any], Any]] = OrderedDict()
-        self._encoders = [name for name in getattr(pipe, "_lora_loadable_modules", [])
-                          if name.startswith("text_encoder") and getattr(pipe, name, None) is not None]
+        self._encoders = [
+            name
+            for name in getattr(pipe, "_lora_loadable_modules", [])
+            if name.startswith("text_encoder") and getattr(pipe, name, None) is not None
+        ]
         self._encoder_parts: dict[str, list[str]] = {}  # adapter -> text encoders it has weights for
         self._encoders_loaded: OrderedDict[str, None] = OrderedDict()
         if directory is not None and directory.is_dir():
@@ -190,8 +194,9 @@ class HotswapLoras(_Adapters):
         if foreign:
             raise LoraError(f"it has weights for {', '.join(foreign)}, which this model does not have")
         if self.prefix not in parts:
-            raise LoraError(f"it has no {self.prefix} weights (text-encoder-only adapters are not served when "
-                            "compiled)")
+            raise LoraError(
+                f"it has no {self.prefix} weights (text-encoder-only adapters are not served when compiled)"
+            )
         self._encoder_parts[path.stem] = sorted(parts & set(self._encoders))
         return state, alphas
 
@@ -200,8 +205,11 @@ class HotswapLoras(_Adapters):
         state, alphas = self._state(path.stem, path)
         self.denoiser.load_lora_adapter(dict(state), prefix=self.prefix, network_alphas=alphas, adapter_name="probe")
         try:
-            layers = {n for n, m in self.denoiser.named_modules()
-                      if isinstance(m, BaseTunerLayer) and "probe" in getattr(m, "lora_A", {})}
+            layers = {
+                n
+                for n, m in self.denoiser.named_modules()
+                if isinstance(m, BaseTunerLayer) and "probe" in getattr(m, "lora_A", {})
+            }
             if not layers:
                 raise LoraError("no module of this model matches its keys")
             config = self.denoiser.peft_config["probe"]
@@ -226,13 +234,18 @@ class HotswapLoras(_Adapters):
             self.denoiser.load_lora_adapter(dict(state), prefix=self.prefix, network_alphas=alphas, adapter_name=slot)
         self.denoiser.set_adapters(self._names, [1.0] * self.slots)
         prepare_model_for_compiled_hotswap(self.denoiser, target_rank=max(rank for _, _, rank in probed.values()))
-        self._layers = [(n, m) for n, m in self.denoiser.named_modules()
-                        if isinstance(m, BaseTunerLayer) and self._names[0] in getattr(m, "scaling", {})]
+        self._layers = [
+            (n, m)
+            for n, m in self.denoiser.named_modules()
+            if isinstance(m, BaseTunerLayer) and self._names[0] in getattr(m, "scaling", {})
+        ]
         for name, (path, layers, _) in probed.items():
             try:
                 if not layers <= probed[widest][1]:
-                    raise LoraError(f"it targets layers that {widest!r} (the widest adapter, which shapes the "
-                                    "hot-swap slots) does not")
+                    raise LoraError(
+                        f"it targets layers that {widest!r} (the widest adapter, which shapes the "
+                        "hot-swap slots) does not"
+                    )
                 self._swap(0, name, path)  # the same check a job would meet, done once here
                 self._load_encoders(name, path)
             except Exception as exc:
@@ -255,8 +268,9 @@ class HotswapLoras(_Adapters):
         """Copy adapter `name`'s weights into `slot` in place and remember its scalings at scale 1."""
         state, alphas = self._state(name, path)
         self._in_slot[slot] = None  # half-swapped until this returns
-        self.denoiser.load_lora_adapter(dict(state), prefix=self.prefix, network_alphas=alphas,
-                                        adapter_name=self._names[slot], hotswap=True)
+        self.denoiser.load_lora_adapter(
+            dict(state), prefix=self.prefix, network_alphas=alphas, adapter_name=self._names[slot], hotswap=True
+        )
         self._base[slot] = {n: float(m.scaling[self._names[slot]]) for n, m in self._layers}
         self._in_slot[slot] = name
 
@@ -274,8 +288,9 @@ class HotswapLoras(_Adapters):
         state, alphas = self._state(name, path)
         for component in self._encoder_parts[name]:
             encoder = getattr(self.pipe, component)
-            type(self.pipe).load_lora_into_text_encoder(dict(state), alphas, text_encoder=encoder, prefix=component,
-                                                        adapter_name=name, _pipeline=self.pipe)
+            type(self.pipe).load_lora_into_text_encoder(
+                dict(state), alphas, text_encoder=encoder, prefix=component, adapter_name=name, _pipeline=self.pipe
+            )
             if name not in getattr(encoder, "peft_config", {}):
                 raise LoraError(f"no module of {component} matches its keys")
         self._encoders_loaded[name] = None

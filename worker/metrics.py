@@ -15,38 +15,66 @@ JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.
 STEP_SECONDS = Histogram(
     f"{PREFIX}_denoise_step_duration_seconds",
     "Latency of one denoising step (one denoiser pass over the whole batch plus the scheduler step).",
-    ["model", "batch_size"], buckets=STEP_BUCKETS)
+    ["model", "batch_size"],
+    buckets=STEP_BUCKETS,
+)
 QUEUE_WAIT_SECONDS = Histogram(
-    f"{PREFIX}_job_queue_wait_seconds", "Time from submission until a worker started the job.",
-    ["model"], buckets=JOB_BUCKETS)
+    f"{PREFIX}_job_queue_wait_seconds",
+    "Time from submission until a worker started the job.",
+    ["model"],
+    buckets=JOB_BUCKETS,
+)
 INFERENCE_SECONDS = Histogram(
-    f"{PREFIX}_job_inference_seconds", "Time inside the pipeline: text encoding, denoising and decoding.",
-    ["model"], buckets=JOB_BUCKETS)
+    f"{PREFIX}_job_inference_seconds",
+    "Time inside the pipeline: text encoding, denoising and decoding.",
+    ["model"],
+    buckets=JOB_BUCKETS,
+)
 JOB_SECONDS = Histogram(
-    f"{PREFIX}_job_duration_seconds", "End to end: submission until the job's images are stored (or it failed).",
-    ["model", "outcome"], buckets=JOB_BUCKETS)
+    f"{PREFIX}_job_duration_seconds",
+    "End to end: submission until the job's images are stored (or it failed).",
+    ["model", "outcome"],
+    buckets=JOB_BUCKETS,
+)
 JOBS_FINISHED = Counter(
-    f"{PREFIX}_jobs_finished_total", "Jobs this worker ended, by outcome (succeeded, failed) and error type.",
-    ["model", "outcome", "reason"])
+    f"{PREFIX}_jobs_finished_total",
+    "Jobs this worker ended, by outcome (succeeded, failed) and error type.",
+    ["model", "outcome", "reason"],
+)
 IMAGES_GENERATED = Counter(f"{PREFIX}_images_generated_total", "Images generated and stored.", ["model"])
 WORKER_BUSY = Gauge(f"{PREFIX}_worker_busy", "1 while this worker runs a job, else 0.", ["model"])
 PIPELINE_LOAD_SECONDS = Gauge(
-    f"{PREFIX}_pipeline_load_seconds", "Time to load the pipeline and move it to the device, at start-up.",
-    ["model"])
+    f"{PREFIX}_pipeline_load_seconds", "Time to load the pipeline and move it to the device, at start-up.", ["model"]
+)
 WARMUP_SECONDS = Gauge(f"{PREFIX}_pipeline_warmup_seconds", "Time of the start-up warm-up generations.", ["model"])
 GPU_MEMORY_BYTES = Gauge(
-    f"{PREFIX}_gpu_memory_bytes", "CUDA memory of this worker's device: allocated, reserved, peak allocated.",
-    ["model", "kind"])
+    f"{PREFIX}_gpu_memory_bytes",
+    "CUDA memory of this worker's device: allocated, reserved, peak allocated.",
+    ["model", "kind"],
+)
 COMPILATIONS = Counter(
     f"{PREFIX}_torch_compilations_total",
     "Graphs torch.compile compiled for the denoiser; phase=serving counts recompiles after warm-up (should stay 0).",
-    ["model", "phase"])
+    ["model", "phase"],
+)
 MODEL_INFO = Gauge(
-    f"{PREFIX}_model_info", "Always 1; labels describe the loaded model and runtime.",
-    ["model", "pipeline", "device", "dtype", "compiled", "torch", "diffusers", "version"])
+    f"{PREFIX}_model_info",
+    "Always 1; labels describe the loaded model and runtime.",
+    ["model", "pipeline", "device", "dtype", "compiled", "torch", "diffusers", "version"],
+)
 
 __all__ = [
-    "COMPILATIONS", "GPU_MEMORY_BYTES", "IMAGES_GENERATED", "INFERENCE_SECONDS", "JOBS_FINISHED", "JOB_SECONDS",
-    "MODEL_INFO", "PIPELINE_LOAD_SECONDS", "QUEUE_WAIT_SECONDS", "REGISTRY", "STEP_SECONDS", "WARMUP_SECONDS",
+    "COMPILATIONS",
+    "GPU_MEMORY_BYTES",
+    "IMAGES_GENERATED",
+    "INFERENCE_SECONDS",
+    "JOBS_FINISHED",
+    "JOB_SECONDS",
+    "MODEL_INFO",
+    "PIPELINE_LOAD_SECONDS",
+    "QUEUE_WAIT_SECONDS",
+    "REGISTRY",
+    "STEP_SECONDS",
+    "WARMUP_SECONDS",
     "WORKER_BUSY",
 ]

@@ -39,8 +39,12 @@ StepHook = Callable[[int, int, float], bool]  # (steps done, total steps, step s
 PreviewHook = Callable[[int, Any], None]  # (steps done, latents of the batch)
 
 # Linear map from Stable Diffusion 1.x/2.x latents to RGB: a cheap preview, no VAE decode.
-SD_LATENT_RGB = ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721),
-                 (-0.2120, -0.2616, -0.7177))
+SD_LATENT_RGB = (
+    (0.3512, 0.2297, 0.3227),
+    (0.3250, 0.4974, 0.2350),
+    (-0.2829, 0.1762, 0.2721),
+    (-0.2120, -0.2616, -0.7177),
+)
 
 
 class ModelLoadError(RuntimeError):
@@ -84,8 +88,11 @@ def _absent_components(source: str, local_files_only: bool) -> dict[str, None]:
 
         path = Path(hf_hub_download(source, "model_index.json", local_files_only=local_files_only))
     index = json.loads(path.read_text())
-    return {name: None for name, value in index.items()
-            if isinstance(value, list) and len(value) == 2 and value[0] is None and value[1] is None}
+    return {
+        name: None
+        for name, value in index.items()
+        if isinstance(value, list) and len(value) == 2 and value[0] is None and value[1] is None
+    }
 
 
 def load(settings: WorkerSettings, runtime: Runtime) -> DiffusionPipeline:
@@ -93,16 +100,22 @@ def load(settings: WorkerSettings, runtime: Runtime) -> DiffusionPipeline:
     source = settings.model_source
     local_only = settings.local_model is not None or not settings.allow_download
     try:
-        kwargs: dict[str, Any] = {"dtype": runtime.dtype, "local_files_only": local_only,
-                                  **_absent_components(source, local_only)}
+        kwargs: dict[str, Any] = {
+            "dtype": runtime.dtype,
+            "local_files_only": local_only,
+            **_absent_components(source, local_only),
+        }
         try:
             pipe = AutoPipelineForText2Image.from_pretrained(source, **kwargs)
         except ValueError:
             pipe = DiffusionPipeline.from_pretrained(source, **kwargs)  # a class AutoPipeline does not map
     except (OSError, ValueError) as exc:
-        hint = ("" if settings.local_model or settings.allow_download else
-                " (it is not a local folder nor in the Hugging Face cache; download it first or set "
-                "DIFFUSION_ALLOW_DOWNLOAD=true)")
+        hint = (
+            ""
+            if settings.local_model or settings.allow_download
+            else " (it is not a local folder nor in the Hugging Face cache; download it first or set "
+            "DIFFUSION_ALLOW_DOWNLOAD=true)"
+        )
         raise ModelLoadError(f"cannot load model {source!r}{hint}: {exc}") from exc
     pipe.to(runtime.device)
     pipe.set_progress_bar_config(disable=True)
@@ -166,8 +179,11 @@ class WarmPipeline:
         # (from_pipe shares the weights); all but the first are built on first use.
         self._variants: dict[str, DiffusionPipeline] = {"text": pipe}
         # Compiled: adapters are hot-swapped into fixed slots, so switching them never recompiles.
-        self.loras = (HotswapLoras(pipe, settings.lora_dir, settings.max_loaded_loras, settings.lora_slots)
-                      if settings.compile else LoraLibrary(pipe, settings.lora_dir, settings.max_loaded_loras))
+        self.loras = (
+            HotswapLoras(pipe, settings.lora_dir, settings.max_loaded_loras, settings.lora_slots)
+            if settings.compile
+            else LoraLibrary(pipe, settings.lora_dir, settings.max_loaded_loras)
+        )
         self.phase = "warmup"  # label of compilations: expected during warm-up, a recompile afterwards
         self.controlnets = self._load_controlnets()
         if settings.compile:
@@ -212,9 +228,15 @@ class WarmPipeline:
         counts = [1, 2] if s.compile and s.batch_images else [1]
         for (width, height), count in itertools.product(self.warm_sizes(), counts):
             guidance = s.default_guidance_scale if s.fixed_guidance_scale is None else s.fixed_guidance_scale
-            params = GenerationParams(prompt="warm-up", width=width, height=height, guidance_scale=guidance,
-                                      num_inference_steps=min(s.warmup_steps, s.max_steps or s.warmup_steps),
-                                      seed=0, num_images=count)
+            params = GenerationParams(
+                prompt="warm-up",
+                width=width,
+                height=height,
+                guidance_scale=guidance,
+                num_inference_steps=min(s.warmup_steps, s.max_steps or s.warmup_steps),
+                seed=0,
+                num_images=count,
+            )
             self.generate(params, lambda done, total, seconds: True)
         self.phase = "serving"
         return time.perf_counter() - started
@@ -266,8 +288,14 @@ class WarmPipeline:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def generate(self, params: GenerationParams, on_step: StepHook, on_preview: PreviewHook | None = None,
-                 preview_every: int = 0, inputs: Mapping[str, PILImage] | None = None) -> list[np.ndarray]:
+    def generate(
+        self,
+        params: GenerationParams,
+        on_step: StepHook,
+        on_preview: PreviewHook | None = None,
+        preview_every: int = 0,
+        inputs: Mapping[str, PILImage] | None = None,
+    ) -> list[np.ndarray]:
         """Denoise and decode; returns HxWx3 uint8 arrays. `on_step` returning False stops at that step;
         `on_preview` gets the latents every `preview_every` steps; `inputs` holds `init` (and `mask`)."""
         seeds = [params.image_seed(k) for k in range(params.num_images)]
@@ -281,8 +309,15 @@ class WarmPipeline:
             self.loras.deactivate()  # the next job sees the base model, exactly
         return images
 
-    def _run(self, params: GenerationParams, seeds: list[int], on_step: StepHook, on_preview: PreviewHook | None,
-             preview_every: int, inputs: Mapping[str, PILImage]) -> list[np.ndarray]:
+    def _run(
+        self,
+        params: GenerationParams,
+        seeds: list[int],
+        on_step: StepHook,
+        on_preview: PreviewHook | None,
+        preview_every: int,
+        inputs: Mapping[str, PILImage],
+    ) -> list[np.ndarray]:
         kind = "inpaint" if "mask" in inputs else "image" if "init" in inputs else "text"
         if params.controlnet is not None:
             if params.controlnet not in self.controlnets:
@@ -332,8 +367,15 @@ class WarmPipeline:
 
     def reproducibility(self, model: str, seed: int, loras: list[dict[str, Any]]) -> dict[str, Any]:
         """The record that lets image `seed` of the last job be regenerated exactly."""
-        record = provenance.record(model, self.fingerprint, self.last_scheduler, seed, self.runtime.dtype,
-                                   self.runtime.device, self.settings.compile)
+        record = provenance.record(
+            model,
+            self.fingerprint,
+            self.last_scheduler,
+            seed,
+            self.runtime.dtype,
+            self.runtime.device,
+            self.settings.compile,
+        )
         record["loras"] = [{**lora, "sha256": self.loras.hashes.get(lora["name"])} for lora in loras]
         return record
 
@@ -346,9 +388,11 @@ class WarmPipeline:
         """CUDA memory counters of the device (empty on CPU)."""
         if self.runtime.device.type != "cuda":
             return {}
-        return {"allocated": torch.cuda.memory_allocated(self.runtime.device),
-                "reserved": torch.cuda.memory_reserved(self.runtime.device),
-                "peak_allocated": torch.cuda.max_memory_allocated(self.runtime.device)}
+        return {
+            "allocated": torch.cuda.memory_allocated(self.runtime.device),
+            "reserved": torch.cuda.memory_reserved(self.runtime.device),
+            "peak_allocated": torch.cuda.max_memory_allocated(self.runtime.device),
+        }
 
 
 def latent_preview(latents: Any, max_side: int = 128) -> np.ndarray | None:

@@ -36,8 +36,9 @@ def model_fingerprint(source: str, local: Path | None) -> str:
     return f"sha256:{digest.hexdigest()[:16]}"
 
 
-def record(model: str, fingerprint: str, scheduler: Any, seed: int, dtype: torch.dtype, device: torch.device,
-           compiled: bool) -> dict[str, Any]:
+def record(
+    model: str, fingerprint: str, scheduler: Any, seed: int, dtype: torch.dtype, device: torch.device, compiled: bool
+) -> dict[str, Any]:
     """The reproducibility record of one image."""
     config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
     return {

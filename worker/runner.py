@@ -56,8 +56,9 @@ class Canceled(Exception):
 class Runner:
     """Owns the warm pipeline and executes payloads one at a time."""
 
-    def __init__(self, warm: WarmPipeline, store: JobStore, storage: LocalStorage, model: str,
-                 settings: WorkerSettings) -> None:
+    def __init__(
+        self, warm: WarmPipeline, store: JobStore, storage: LocalStorage, model: str, settings: WorkerSettings
+    ) -> None:
         self.warm, self.store, self.storage = warm, store, storage
         self.model, self.worker_id = model, settings.worker_id
         self.job_timeout_seconds = settings.job_timeout_seconds
@@ -80,8 +81,14 @@ class Runner:
                 return {"skipped": True}
             started = now()
             metrics.QUEUE_WAIT_SECONDS.labels(self.model).observe(max(0.0, started - payload.created_at))
-            log.info("job started", extra={"prompt_sha": prompt_digest(params.prompt), "steps":
-                                           params.num_inference_steps, "images": params.num_images})
+            log.info(
+                "job started",
+                extra={
+                    "prompt_sha": prompt_digest(params.prompt),
+                    "steps": params.num_inference_steps,
+                    "images": params.num_images,
+                },
+            )
             metrics.WORKER_BUSY.labels(self.model).set(1)
             try:
                 images = self._generate_and_store(payload, heartbeat)
@@ -132,16 +139,18 @@ class Runner:
             if picture is not None:
                 data = base64.b64encode(encode_jpeg(picture)).decode()
                 total = params.num_inference_steps
-                self.store.set_progress(payload.job_id, Progress.at(Stage.DENOISING, done, total),
-                                        preview=f"data:image/jpeg;base64,{data}")
+                self.store.set_progress(
+                    payload.job_id, Progress.at(Stage.DENOISING, done, total), preview=f"data:image/jpeg;base64,{data}"
+                )
 
         started = time.perf_counter()
         try:
             pixels = self.warm.generate(params, on_step, on_preview, payload.preview_every or 0, self._inputs(params))
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
-            raise JobFailed(JobErrorType.OUT_OF_MEMORY,
-                            "the GPU ran out of memory; try fewer images or a smaller size") from None
+            raise JobFailed(
+                JobErrorType.OUT_OF_MEMORY, "the GPU ran out of memory; try fewer images or a smaller size"
+            ) from None
         except BadOutput as exc:
             raise JobFailed(JobErrorType.BAD_OUTPUT, str(exc)) from None
         except (ValueError, TypeError) as exc:  # UnknownScheduler and LoraError included
@@ -154,8 +163,9 @@ class Runner:
         if timed_out:
             raise JobFailed(JobErrorType.TIMEOUT, f"the job ran over {timeout} s and was stopped")
         metrics.INFERENCE_SECONDS.labels(self.model).observe(time.perf_counter() - started)
-        self.store.set_progress(payload.job_id, Progress.at(Stage.STORING, params.num_inference_steps,
-                                                            params.num_inference_steps))
+        self.store.set_progress(
+            payload.job_id, Progress.at(Stage.STORING, params.num_inference_steps, params.num_inference_steps)
+        )
         images = self._store(payload, pixels, heartbeat)
         self._measure(payload, denoise_seconds, time.perf_counter() - started)
         return images
@@ -167,8 +177,10 @@ class Runner:
         sample = {"step_seconds_per_mpx": denoise_seconds / work, "overhead_seconds": total_seconds - denoise_seconds}
         key = step_rate_key(self.store.prefix, self.model)
         old = {k.decode(): float(v) for k, v in self.store.redis.hgetall(key).items()}  # type: ignore[union-attr]
-        new = {name: (RATE_WEIGHT * value + (1 - RATE_WEIGHT) * old[name]) if name in old else value
-               for name, value in sample.items()}
+        new = {
+            name: (RATE_WEIGHT * value + (1 - RATE_WEIGHT) * old[name]) if name in old else value
+            for name, value in sample.items()
+        }
         self.store.redis.hset(key, mapping=new)  # type: ignore[arg-type]
 
     def _store(self, payload: JobPayload, pixels: list[np.ndarray], heartbeat: Heartbeat) -> list[ImageRecord]:
@@ -181,9 +193,17 @@ class Runner:
                 data = encode(array, p.output_format, p.output_quality, self.png_compress_level, text)
                 key = image_key(payload.job_id, index, p.output_format)
                 self.storage.put(key, data)
-                records.append(ImageRecord(key=key, width=array.shape[1], height=array.shape[0], seed=seed,
-                                           content_type=content_type_of(key), bytes=len(data),
-                                           reproducibility=self.warm.reproducibility(self.model, seed, p.loras)))
+                records.append(
+                    ImageRecord(
+                        key=key,
+                        width=array.shape[1],
+                        height=array.shape[0],
+                        seed=seed,
+                        content_type=content_type_of(key),
+                        bytes=len(data),
+                        reproducibility=self.warm.reproducibility(self.model, seed, p.loras),
+                    )
+                )
                 heartbeat()
         except OSError as exc:
             self.storage.delete_job(payload.job_id)  # never leave a partial set of images
@@ -204,10 +224,17 @@ class Runner:
 
     def _png_text(self, payload: JobPayload, seed: int) -> dict[str, str]:
         p = payload.params
-        return {"prompt": p.prompt, "negative_prompt": p.negative_prompt or "", "seed": str(seed),
-                "steps": str(p.num_inference_steps), "guidance_scale": str(p.guidance_scale),
-                "scheduler": p.scheduler or "", "model": self.model, "size": f"{p.width}x{p.height}",
-                "model_revision": self.warm.fingerprint}
+        return {
+            "prompt": p.prompt,
+            "negative_prompt": p.negative_prompt or "",
+            "seed": str(seed),
+            "steps": str(p.num_inference_steps),
+            "guidance_scale": str(p.guidance_scale),
+            "scheduler": p.scheduler or "",
+            "model": self.model,
+            "size": f"{p.width}x{p.height}",
+            "model_revision": self.warm.fingerprint,
+        }
 
     def _finish_failed(self, payload: JobPayload, error: JobError) -> None:
         self.store.fail(payload.job_id, error)
@@ -218,4 +245,3 @@ class Runner:
     def _observe_memory(self) -> None:
         for kind, value in self.warm.memory().items():
             metrics.GPU_MEMORY_BYTES.labels(self.model, kind).set(value)
-

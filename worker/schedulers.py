@@ -20,8 +20,10 @@ NOISE_SCHEDULERS: dict[str, tuple[type[Any], dict[str, Any]]] = {
     "euler": (EulerDiscreteScheduler, {}),
     "euler_a": (EulerAncestralDiscreteScheduler, {}),
     "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2,
-                                                      "use_karras_sigmas": True}),
+    "dpmpp_2m_karras": (
+        DPMSolverMultistepScheduler,
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+    ),
     "ddim": (DDIMScheduler, {}),
     "unipc": (UniPCMultistepScheduler, {}),
     "lcm": (LCMScheduler, {}),  # latent-consistency distilled models (LCM, LCM-LoRA): 1-8 steps

@@ -16,8 +16,13 @@ _runner: Runner | None = None
 _heartbeat: Callable[[], None] = lambda: None  # noqa: E731
 
 # Messages of CUDA errors after which the context is unusable: the process must go.
-_STICKY_CUDA = ("illegal memory access", "device-side assert", "unspecified launch failure",
-                "misaligned address", "CUDA error: an illegal instruction")
+_STICKY_CUDA = (
+    "illegal memory access",
+    "device-side assert",
+    "unspecified launch failure",
+    "misaligned address",
+    "CUDA error: an illegal instruction",
+)
 EXIT_DEVICE_LOST = 70
 
 
@@ -42,6 +47,8 @@ def generate(payload: dict[str, Any]) -> dict[str, object]:
             os._exit(EXIT_DEVICE_LOST)
         # A bug, not a lost worker: fail this job (retrying would fail the same way) and carry on.
         log.exception("job crashed")
-        _runner.store.fail(job.job_id, JobError(type=JobErrorType.INTERNAL_ERROR,
-                                                message="the worker hit an internal error; it has been logged"))
+        _runner.store.fail(
+            job.job_id,
+            JobError(type=JobErrorType.INTERNAL_ERROR, message="the worker hit an internal error; it has been logged"),
+        )
         return {"failed": JobErrorType.INTERNAL_ERROR.value}

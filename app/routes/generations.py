@@ -58,10 +58,14 @@ class Renderer:
             estimated_finish_at=maybe_timestamp(estimate[1] if estimate else None),
             deadline_at=maybe_timestamp(record.start_by),
             progress=ProgressView(**progress.model_dump()),
-            params=ResolvedParams(**{**record.params.model_dump(),
-                                     "init_image": "provided" if record.params.init_image else None,
-                                     "mask_image": "provided" if record.params.mask_image else None,
-                                     "control_image": "provided" if record.params.control_image else None}),
+            params=ResolvedParams(
+                **{
+                    **record.params.model_dump(),
+                    "init_image": "provided" if record.params.init_image else None,
+                    "mask_image": "provided" if record.params.mask_image else None,
+                    "control_image": "provided" if record.params.control_image else None,
+                }
+            ),
             images=self._images(record),
             error=ErrorView(**record.error.model_dump()) if record.error else None,
             cancel_reason=record.cancel_reason,
@@ -90,10 +94,17 @@ class Renderer:
         for image in record.images:
             expires, signature = self.signer.sign(image.key, not_after)
             query = urlencode({"expires": expires, "sig": signature})
-            images.append(ImageView(
-                url=f"{self.base_url}/v1/images/{image.key}?{query}", url_expires_at=timestamp(expires),
-                width=image.width, height=image.height, seed=image.seed, content_type=image.content_type,
-                reproducibility=image.reproducibility))
+            images.append(
+                ImageView(
+                    url=f"{self.base_url}/v1/images/{image.key}?{query}",
+                    url_expires_at=timestamp(expires),
+                    width=image.width,
+                    height=image.height,
+                    seed=image.seed,
+                    content_type=image.content_type,
+                    reproducibility=image.reproducibility,
+                )
+            )
         return images
 
 
@@ -110,10 +121,20 @@ def renderer(request: Request, service: ServiceDep, settings: SettingsDep, signe
     | {413: {"description": "The request body is over `max_body_bytes`."}},
 )
 def create_generation(
-    body: GenerationCreate, request: Request, response: Response, service: ServiceDep, settings: SettingsDep,
-    signer: SignerDep, metrics: MetricsDep,
-    idempotency_key: Annotated[str | None, Header(max_length=256, description="Same key + same body: the same "
-                                                  "job, never run twice; same key + other body: 409.")] = None,
+    body: GenerationCreate,
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    settings: SettingsDep,
+    signer: SignerDep,
+    metrics: MetricsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=256,
+            description="Same key + same body: the same job, never run twice; same key + other body: 409.",
+        ),
+    ] = None,
 ) -> JobView:
     """Queue a text-to-image generation; answers at once with the job, its id and its `Location`."""
     try:
@@ -134,7 +155,10 @@ def create_generation(
 
 @router.get("", response_model=JobList, responses=responses(InvalidRequest, ServiceUnavailable))
 def list_generations(
-    request: Request, service: ServiceDep, settings: SettingsDep, signer: SignerDep,
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    signer: SignerDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
@@ -146,16 +170,22 @@ def list_generations(
 
 
 @router.get("/{job_id}", response_model=JobView, responses=responses(NotFound, ServiceUnavailable))
-def get_generation(job_id: str, request: Request, service: ServiceDep, settings: SettingsDep,
-                   signer: SignerDep) -> JobView:
+def get_generation(
+    job_id: str, request: Request, service: ServiceDep, settings: SettingsDep, signer: SignerDep
+) -> JobView:
     """Status, progress, ETA, resolved parameters and (once succeeded) signed image URLs of a job."""
     return renderer(request, service, settings, signer)(service.get(job_id))
 
 
-@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobView,
-             responses=responses(NotFound, Conflict, ServiceUnavailable))
-def cancel_generation(job_id: str, request: Request, service: ServiceDep, settings: SettingsDep,
-                      signer: SignerDep) -> JobView:
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobView,
+    responses=responses(NotFound, Conflict, ServiceUnavailable),
+)
+def cancel_generation(
+    job_id: str, request: Request, service: ServiceDep, settings: SettingsDep, signer: SignerDep
+) -> JobView:
     """Cancel: a queued job never runs; a running one stops at its next denoising step and stores nothing.
 
     A job that already ended answers 409, its status in the message.
@@ -163,30 +193,47 @@ def cancel_generation(job_id: str, request: Request, service: ServiceDep, settin
     return renderer(request, service, settings, signer)(service.cancel(job_id))
 
 
-@router.post("/{job_id}/replay", status_code=status.HTTP_202_ACCEPTED, response_model=JobView,
-             responses=responses(NotFound, QueueFull, ServiceUnavailable))
-def replay_generation(job_id: str, request: Request, response: Response, service: ServiceDep,
-                      settings: SettingsDep, signer: SignerDep) -> JobView:
+@router.post(
+    "/{job_id}/replay",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobView,
+    responses=responses(NotFound, QueueFull, ServiceUnavailable),
+)
+def replay_generation(
+    job_id: str, request: Request, response: Response, service: ServiceDep, settings: SettingsDep, signer: SignerDep
+) -> JobView:
     """Queue the same generation again (same model and resolved parameters, seed included) as a new job."""
     record = service.replay(job_id)
     response.headers["Location"] = f"/v1/generations/{record.id}"
     return renderer(request, service, settings, signer)(record)
 
 
-@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT,
-               responses=responses(NotFound, Conflict, ServiceUnavailable))
+@router.delete(
+    "/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(NotFound, Conflict, ServiceUnavailable)
+)
 def delete_generation(job_id: str, service: ServiceDep) -> Response:
     """Delete a finished job and its images now, ahead of its retention (409 while queued or running)."""
     service.delete(job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{job_id}/events", response_class=StreamingResponse,
-            responses={**responses(NotFound),
-                       200: {"content": {"text/event-stream": {}},
-                             "description": "One `data:` job object per change; ends after the terminal one."}})
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        **responses(NotFound),
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "One `data:` job object per change; ends after the terminal one.",
+        },
+    },
+)
 async def stream_generation(
-    job_id: str, request: Request, service: ServiceDep, settings: SettingsDep, signer: SignerDep,
+    job_id: str,
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    signer: SignerDep,
     last_event_id: Annotated[str | None, Header(max_length=64, pattern=r"^\d+-\d+$")] = None,
 ) -> StreamingResponse:
     """Server-sent events: the job object after every change (same format as GET), keep-alive comments,
@@ -194,12 +241,14 @@ async def stream_generation(
     await run_in_threadpool(service.get, job_id)  # 404 before the stream starts
     render = renderer(request, service, settings, signer)
     events = _events(request, service, render, job_id, last_event_id or "0-0", settings.sse_keepalive_seconds)
-    return StreamingResponse(events, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
-async def _events(request: Request, service: GenerationService, render: Renderer, job_id: str, last: str,
-                  keepalive_seconds: float) -> AsyncIterator[str]:
+async def _events(
+    request: Request, service: GenerationService, render: Renderer, job_id: str, last: str, keepalive_seconds: float
+) -> AsyncIterator[str]:
     redis = request.app.state.async_redis
     key = service.store.events(job_id)
     while not await request.is_disconnected():

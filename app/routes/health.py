@@ -43,12 +43,22 @@ def readyz(service: ServiceDep, settings: SettingsDep) -> Response:
         service.redis.ping()
         workers = service.ready_workers(model)
     except RedisError as exc:
-        body = Readiness(status="unavailable", redis=False, default_model=model, ready_workers=0,
-                         reason=f"redis unreachable: {type(exc).__name__}")
+        body = Readiness(
+            status="unavailable",
+            redis=False,
+            default_model=model,
+            ready_workers=0,
+            reason=f"redis unreachable: {type(exc).__name__}",
+        )
         return JSONResponse(body.model_dump(), status_code=503)
     if workers == 0:
-        body = Readiness(status="unavailable", redis=True, default_model=model, ready_workers=0,
-                         reason=f"no warm worker serves model {model!r}")
+        body = Readiness(
+            status="unavailable",
+            redis=True,
+            default_model=model,
+            ready_workers=0,
+            reason=f"no warm worker serves model {model!r}",
+        )
         return JSONResponse(body.model_dump(), status_code=503)
     return JSONResponse(Readiness(status="ok", redis=True, default_model=model, ready_workers=workers).model_dump())
 

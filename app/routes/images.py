@@ -15,12 +15,19 @@ router = APIRouter(prefix="/v1/images", tags=["images"])
 @router.get(
     "/{job_id}/{name}",
     response_class=FileResponse,
-    responses={**responses(Forbidden, NotFound),
-               200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
-                     "description": "The image bytes."}},
+    responses={
+        **responses(Forbidden, NotFound),
+        200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "The image bytes."},
+    },
 )
-def get_image(job_id: str, name: str, signer: SignerDep, storage: StorageDep,
-              expires: int = Query(default=0), sig: str = Query(default="", max_length=128)) -> FileResponse:
+def get_image(
+    job_id: str,
+    name: str,
+    signer: SignerDep,
+    storage: StorageDep,
+    expires: int = Query(default=0),
+    sig: str = Query(default="", max_length=128),
+) -> FileResponse:
     """An output image; the URL comes signed in the job object and stops working when it expires."""
     key = f"{job_id}/{name}"
     try:

@@ -30,8 +30,11 @@ class ModelView(BaseModel):
     max_steps: int | None = None
     fixed_guidance_scale: float | None = None
     loras: list[dict[str, str]] | None = Field(default=None, description="Adapters that fit: name and sha256.")
-    max_loras: int | None = Field(default=None, description="Most adapters per request on this model's workers, "
-                                  "where lower than the service's limit (compiled workers: their hot-swap slots).")
+    max_loras: int | None = Field(
+        default=None,
+        description="Most adapters per request on this model's workers, "
+        "where lower than the service's limit (compiled workers: their hot-swap slots).",
+    )
 
 
 class ModelList(BaseModel):
@@ -50,6 +53,7 @@ def list_models(service: ServiceDep, settings: SettingsDep) -> ModelList:
     for model in settings.models:
         info = {renamed.get(k, k): v for k, v in service.model_defaults(model).items()}
         known = {k: v for k, v in info.items() if k in ModelView.model_fields}
-        views.append(ModelView(id=model, ready_workers=service.ready_workers(model), queue_depth=service.depth(model),
-                               **known))
+        views.append(
+            ModelView(id=model, ready_workers=service.ready_workers(model), queue_depth=service.depth(model), **known)
+        )
     return ModelList(data=views)

@@ -23,8 +23,19 @@ from contract.jobs import JobStatus
 
 router = APIRouter(prefix="/v1/images", tags=["openai"])
 
-IGNORED = ("background", "complexity", "frame_count", "frame_duration_ms", "moderation", "partial_images",
-           "quality", "safety_identifier", "style", "svg", "user")
+IGNORED = (
+    "background",
+    "complexity",
+    "frame_count",
+    "frame_duration_ms",
+    "moderation",
+    "partial_images",
+    "quality",
+    "safety_identifier",
+    "style",
+    "svg",
+    "user",
+)
 
 
 class OpenAIImageRequest(BaseModel):
@@ -53,16 +64,24 @@ class OpenAIImageRequest(BaseModel):
     user: Any = None
 
 
-def openai_error(status: int, message: str, param: str | None = None, type_: str = "invalid_request_error",
-                 code: str | None = None) -> JSONResponse:
+def openai_error(
+    status: int, message: str, param: str | None = None, type_: str = "invalid_request_error", code: str | None = None
+) -> JSONResponse:
     """OpenAI's error shape."""
-    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}},
-                        status_code=status)
+    return JSONResponse(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}, status_code=status
+    )
 
 
 @router.post("/generations", responses={400: {"description": "OpenAI-shaped error"}})
-def create_image(request: Request, service: ServiceDep, settings: SettingsDep, signer: SignerDep,
-                 storage: StorageDep, payload: dict[str, Any] = Body(...)) -> JSONResponse:
+def create_image(
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    signer: SignerDep,
+    storage: StorageDep,
+    payload: dict[str, Any] = Body(...),
+) -> JSONResponse:
     """Generate images (OpenAI Images API); answers when the job has finished."""
     try:
         req = OpenAIImageRequest.model_validate(payload)
@@ -73,9 +92,15 @@ def create_image(request: Request, service: ServiceDep, settings: SettingsDep, s
     width = height = None
     if req.size and req.size != "auto":
         width, height = (int(v) for v in req.size.split("x"))
-    body = GenerationCreate(prompt=req.prompt, model=req.model, num_images=req.n, width=width, height=height,
-                            output_format=req.output_format or "png",
-                            output_quality=req.output_compression if req.output_compression is not None else 90)
+    body = GenerationCreate(
+        prompt=req.prompt,
+        model=req.model,
+        num_images=req.n,
+        width=width,
+        height=height,
+        output_format=req.output_format or "png",
+        output_quality=req.output_compression if req.output_compression is not None else 90,
+    )
     try:
         record, _ = service.submit(body)
     except ApiError as exc:
@@ -91,12 +116,16 @@ def create_image(request: Request, service: ServiceDep, settings: SettingsDep, s
         return openai_error(500, message, None, "server_error", record.error.type.value if record.error else None)
     view = renderer(request, service, settings, signer)(record)
     if req.response_format == "b64_json":
-        data = [{"b64_json": base64.b64encode(storage.path(image.key).read_bytes()).decode()}
-                for image in record.images]
+        data = [
+            {"b64_json": base64.b64encode(storage.path(image.key).read_bytes()).decode()} for image in record.images
+        ]
     else:
         data = [{"url": image.url} for image in view.images]
-    return JSONResponse({"created": int(record.created_at), "data": data,
-                         "output_format": record.params.output_format,
-                         "size": f"{record.params.width}x{record.params.height}"})
-
-
+    return JSONResponse(
+        {
+            "created": int(record.created_at),
+            "data": data,
+            "output_format": record.params.output_format,
+            "size": f"{record.params.width}x{record.params.height}",
+        }
+    )

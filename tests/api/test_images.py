@@ -25,8 +25,9 @@ def client(redis_server: RedisServer, prefix: str, tmp_path: Path) -> Iterator[T
     storage = tmp_path / "images"
     LocalStorage(storage).put(KEY, PNG)
     (tmp_path / "secret.txt").write_text("do not serve")
-    settings = ApiSettings(redis_url=redis_server.url, key_prefix=prefix, storage_dir=storage,
-                           url_signing_secret="secret")
+    settings = ApiSettings(
+        redis_url=redis_server.url, key_prefix=prefix, storage_dir=storage, url_signing_secret="secret"
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
 
@@ -63,17 +64,20 @@ def test_expired_url_is_refused(client: TestClient) -> None:
     assert "expired" in response.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("path", [
-    "/v1/images/../secret.txt",
-    "/v1/images/%2e%2e/secret.txt",
-    f"/v1/images/{JOB}/..%2f..%2fsecret.txt",
-    f"/v1/images/{JOB}/%2e%2e%2f%2e%2e%2fsecret.txt",
-    "/v1/images/%2fetc/passwd",
-    "/v1/images//etc/passwd",
-    f"/v1/images/{JOB}/0.png%00.txt",
-    f"/v1/images/{JOB.upper()}/0.png",
-    f"/v1/images/{JOB}/0.txt",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/images/../secret.txt",
+        "/v1/images/%2e%2e/secret.txt",
+        f"/v1/images/{JOB}/..%2f..%2fsecret.txt",
+        f"/v1/images/{JOB}/%2e%2e%2f%2e%2e%2fsecret.txt",
+        "/v1/images/%2fetc/passwd",
+        "/v1/images//etc/passwd",
+        f"/v1/images/{JOB}/0.png%00.txt",
+        f"/v1/images/{JOB.upper()}/0.png",
+        f"/v1/images/{JOB}/0.txt",
+    ],
+)
 def test_traversal_and_malformed_paths_never_reach_the_filesystem(client: TestClient, path: str) -> None:
     response = client.get(path + "?expires=9999999999&sig=" + "0" * 64)
     assert 400 <= response.status_code < 500

@@ -29,8 +29,15 @@ GOOD = b64(RGB)
 
 @pytest.fixture
 def client(redis_server: RedisServer, prefix: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = ApiSettings(redis_url=redis_server.url, key_prefix=prefix, storage_dir=tmp_path, url_signing_secret="s",
-                           require_ready_worker=False, max_image_pixels=512 * 512, max_body_bytes=4 * 1024 * 1024)
+    settings = ApiSettings(
+        redis_url=redis_server.url,
+        key_prefix=prefix,
+        storage_dir=tmp_path,
+        url_signing_secret="s",
+        require_ready_worker=False,
+        max_image_pixels=512 * 512,
+        max_body_bytes=4 * 1024 * 1024,
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
 
@@ -48,23 +55,27 @@ def truncated() -> str:
     return base64.b64encode(raw[: len(raw) // 2]).decode()
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"init_image": "not base64!"}, "init_image"),
-    ({"init_image": b64(RGB, "GIF")}, "init_image"),
-    ({"init_image": b64(RGB, "BMP")}, "init_image"),
-    ({"init_image": "data:image/gif;base64," + b64(RGB, "GIF")}, "init_image"),
-    ({"init_image": animated_png()}, "init_image"),
-    ({"init_image": truncated()}, "init_image"),
-    ({"init_image": b64(Image.new("RGB", (1024, 1024)))}, "init_image"),  # over the pixel cap (from the header)
-    ({"init_image": b64(Image.new("RGB", (60, 64)))}, "init_image"),  # not a multiple of 8
-    ({"init_image": GOOD, "width": 128}, "width"),
-    ({"init_image": GOOD, "mask_image": b64(Image.new("L", (32, 32)))}, "mask_image"),
-    ({"mask_image": GOOD}, "mask_image"),
-    ({"strength": 0.5}, "strength"),
-    ({"init_image": GOOD, "strength": 0}, "strength"),
-])
-def test_bad_input_images_are_422_naming_the_field(client: TestClient, redis: Redis, prefix: str,
-                                                   body: dict[str, object], field: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"init_image": "not base64!"}, "init_image"),
+        ({"init_image": b64(RGB, "GIF")}, "init_image"),
+        ({"init_image": b64(RGB, "BMP")}, "init_image"),
+        ({"init_image": "data:image/gif;base64," + b64(RGB, "GIF")}, "init_image"),
+        ({"init_image": animated_png()}, "init_image"),
+        ({"init_image": truncated()}, "init_image"),
+        ({"init_image": b64(Image.new("RGB", (1024, 1024)))}, "init_image"),  # over the pixel cap (from the header)
+        ({"init_image": b64(Image.new("RGB", (60, 64)))}, "init_image"),  # not a multiple of 8
+        ({"init_image": GOOD, "width": 128}, "width"),
+        ({"init_image": GOOD, "mask_image": b64(Image.new("L", (32, 32)))}, "mask_image"),
+        ({"mask_image": GOOD}, "mask_image"),
+        ({"strength": 0.5}, "strength"),
+        ({"init_image": GOOD, "strength": 0}, "strength"),
+    ],
+)
+def test_bad_input_images_are_422_naming_the_field(
+    client: TestClient, redis: Redis, prefix: str, body: dict[str, object], field: str
+) -> None:
     response = client.post("/v1/generations", json={"prompt": "p", **body})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["param"] == field
@@ -87,8 +98,14 @@ def test_body_over_limit_is_413(client: TestClient) -> None:
 def test_good_inputs_are_stored_for_the_worker(client: TestClient, tmp_path: Path) -> None:
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 16, 48, 48))
-    response = client.post("/v1/generations", json={"prompt": "p", "init_image": "data:image/png;base64," + GOOD,
-                                                    "mask_image": b64(mask, "WEBP", lossless=True)})
+    response = client.post(
+        "/v1/generations",
+        json={
+            "prompt": "p",
+            "init_image": "data:image/png;base64," + GOOD,
+            "mask_image": b64(mask, "WEBP", lossless=True),
+        },
+    )
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["params"]["width"] == 64 and job["params"]["strength"] == 0.8

@@ -17,18 +17,27 @@ from contract.storage import LocalStorage, image_key
 from tests.helpers import RedisServer, wait_for
 
 
-def test_expired_job_is_404_and_its_images_are_swept(redis_server: RedisServer, prefix: str, redis: Redis,
-                                                     tmp_path: Path) -> None:
-    settings = ApiSettings(redis_url=redis_server.url, key_prefix=prefix, storage_dir=tmp_path,
-                           url_signing_secret="s", job_retention_seconds=1, sweep_interval_seconds=1)
+def test_expired_job_is_404_and_its_images_are_swept(
+    redis_server: RedisServer, prefix: str, redis: Redis, tmp_path: Path
+) -> None:
+    settings = ApiSettings(
+        redis_url=redis_server.url,
+        key_prefix=prefix,
+        storage_dir=tmp_path,
+        url_signing_secret="s",
+        job_retention_seconds=1,
+        sweep_interval_seconds=1,
+    )
     store = JobStore(redis, prefix, retention_seconds=1)
     job_id = uuid.uuid4().hex
-    params = GenerationParams(prompt="p", width=64, height=64, num_inference_steps=2, guidance_scale=1.0, seed=1,
-                              num_images=1)
+    params = GenerationParams(
+        prompt="p", width=64, height=64, num_inference_steps=2, guidance_scale=1.0, seed=1, num_images=1
+    )
     with redis.pipeline() as pipe:
         pipe.multi()
-        store.create(JobRecord(id=job_id, model="tiny-sd", status=JobStatus.QUEUED, params=params,
-                               created_at=time.time()), pipe)
+        store.create(
+            JobRecord(id=job_id, model="tiny-sd", status=JobStatus.QUEUED, params=params, created_at=time.time()), pipe
+        )
         pipe.execute()
     key = image_key(job_id, 0, "png")
     LocalStorage(tmp_path).put(key, b"png")

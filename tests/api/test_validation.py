@@ -20,8 +20,13 @@ VALID = {"prompt": "a red circle on a blue background"}
 
 
 def make_client(redis_url: str, prefix: str, tmp_path: Path, **overrides: Any) -> TestClient:
-    settings = ApiSettings(redis_url=redis_url, key_prefix=prefix, storage_dir=tmp_path,
-                           url_signing_secret="s", **{"require_ready_worker": False, **overrides})
+    settings = ApiSettings(
+        redis_url=redis_url,
+        key_prefix=prefix,
+        storage_dir=tmp_path,
+        url_signing_secret="s",
+        **{"require_ready_worker": False, **overrides},
+    )
     return TestClient(create_app(settings), raise_server_exceptions=False)
 
 
@@ -35,29 +40,33 @@ def job_keys(redis: Redis, prefix: str) -> list[bytes]:
     return list(redis.scan_iter(f"{prefix}:job:*"))
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("prompt", ""),
-    ("prompt", "x" * 2001),
-    ("prompt", 12),
-    ("negative_prompt", "x" * 2001),
-    ("width", 100),
-    ("width", 56),
-    ("width", 4096),
-    ("height", 70),
-    ("height", "big"),
-    ("num_inference_steps", 0),
-    ("num_inference_steps", 101),
-    ("guidance_scale", -1),
-    ("guidance_scale", 31),
-    ("seed", -1),
-    ("seed", 2**32),
-    ("num_images", 0),
-    ("num_images", 9),
-    ("model", "no-such-model"),
-    ("unknown_field", 1),
-])
-def test_bad_field_gives_422_naming_it(client: TestClient, redis: Redis, prefix: str, field: str,
-                                       value: object) -> None:
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("prompt", ""),
+        ("prompt", "x" * 2001),
+        ("prompt", 12),
+        ("negative_prompt", "x" * 2001),
+        ("width", 100),
+        ("width", 56),
+        ("width", 4096),
+        ("height", 70),
+        ("height", "big"),
+        ("num_inference_steps", 0),
+        ("num_inference_steps", 101),
+        ("guidance_scale", -1),
+        ("guidance_scale", 31),
+        ("seed", -1),
+        ("seed", 2**32),
+        ("num_images", 0),
+        ("num_images", 9),
+        ("model", "no-such-model"),
+        ("unknown_field", 1),
+    ],
+)
+def test_bad_field_gives_422_naming_it(
+    client: TestClient, redis: Redis, prefix: str, field: str, value: object
+) -> None:
     response = client.post("/v1/generations", json={**VALID, field: value})
     assert response.status_code == 422, response.text
     error = response.json()["error"]

@@ -15,25 +15,34 @@ from tests.helpers import RedisServer
 
 @pytest.fixture
 def client(redis_server: RedisServer, prefix: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = ApiSettings(redis_url=redis_server.url, key_prefix=prefix, storage_dir=tmp_path,
-                           url_signing_secret="s", webhook_secret="whsec_c2VjcmV0", require_ready_worker=False)
+    settings = ApiSettings(
+        redis_url=redis_server.url,
+        key_prefix=prefix,
+        storage_dir=tmp_path,
+        url_signing_secret="s",
+        webhook_secret="whsec_c2VjcmV0",
+        require_ready_worker=False,
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:8080/hook",
-    "http://localhost/hook",
-    "http://[::1]/hook",
-    "http://10.1.2.3/hook",
-    "http://192.168.0.10/hook",
-    "http://172.16.5.5/hook",
-    "http://169.254.169.254/latest/meta-data/",
-    "http://0.0.0.0/hook",
-    "http://user:pw@93.184.216.34/hook",
-    "ftp://93.184.216.34/hook",
-    "http://no-such-host.invalid/hook",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://[::1]/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/hook",
+        "http://172.16.5.5/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://0.0.0.0/hook",
+        "http://user:pw@93.184.216.34/hook",
+        "ftp://93.184.216.34/hook",
+        "http://no-such-host.invalid/hook",
+    ],
+)
 def test_non_public_or_malformed_webhook_urls_are_refused(client: TestClient, url: str) -> None:
     response = client.post("/v1/generations", json={"prompt": "p", "webhook_url": url})
     assert response.status_code == 422, response.text
@@ -41,24 +50,37 @@ def test_non_public_or_malformed_webhook_urls_are_refused(client: TestClient, ur
 
 
 def test_public_address_is_accepted(client: TestClient) -> None:
-    response = client.post("/v1/generations", json={"prompt": "p", "webhook_url": "https://93.184.216.34/hook",
-                                                    "webhook_events": ["started", "completed"]})
+    response = client.post(
+        "/v1/generations",
+        json={"prompt": "p", "webhook_url": "https://93.184.216.34/hook", "webhook_events": ["started", "completed"]},
+    )
     assert response.status_code == 202, response.text
-    assert response.json()["webhook"] == {"url": "https://93.184.216.34/hook", "events": ["started", "completed"],
-                                          "deliveries": []}
+    assert response.json()["webhook"] == {
+        "url": "https://93.184.216.34/hook",
+        "events": ["started", "completed"],
+        "deliveries": [],
+    }
 
 
 def test_events_without_url_and_unknown_events_are_refused(client: TestClient) -> None:
-    assert client.post("/v1/generations", json={"prompt": "p", "webhook_events": ["completed"]}).json()[
-        "error"]["param"] == "webhook_events"
-    bad = client.post("/v1/generations", json={"prompt": "p", "webhook_url": "https://93.184.216.34/",
-                                               "webhook_events": ["exploded"]})
+    assert (
+        client.post("/v1/generations", json={"prompt": "p", "webhook_events": ["completed"]}).json()["error"]["param"]
+        == "webhook_events"
+    )
+    bad = client.post(
+        "/v1/generations", json={"prompt": "p", "webhook_url": "https://93.184.216.34/", "webhook_events": ["exploded"]}
+    )
     assert bad.status_code == 422 and bad.json()["error"]["param"].startswith("webhook_events")
 
 
 def test_webhooks_need_a_configured_secret(redis_server: RedisServer, prefix: str, tmp_path: Path) -> None:
-    settings = ApiSettings(redis_url=redis_server.url, key_prefix=prefix, storage_dir=tmp_path, url_signing_secret="s",
-                           require_ready_worker=False)
+    settings = ApiSettings(
+        redis_url=redis_server.url,
+        key_prefix=prefix,
+        storage_dir=tmp_path,
+        url_signing_secret="s",
+        require_ready_worker=False,
+    )
     with TestClient(create_app(settings)) as client:
         response = client.post("/v1/generations", json={"prompt": "p", "webhook_url": "https://93.184.216.34/"})
     assert response.status_code == 422 and "not enabled" in response.json()["error"]["message"]

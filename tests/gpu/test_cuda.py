@@ -23,8 +23,9 @@ def test_fp16_generation_on_cuda(tiny_sd: Path, compile_: bool) -> None:
     warm = WarmPipeline(load(settings, runtime), runtime, settings)
     warm.warm_up()
     steps: list[float] = []
-    params = GenerationParams(prompt="a red circle", width=64, height=64, num_inference_steps=10,
-                              guidance_scale=7.5, seed=1, num_images=2)
+    params = GenerationParams(
+        prompt="a red circle", width=64, height=64, num_inference_steps=10, guidance_scale=7.5, seed=1, num_images=2
+    )
     images = warm.generate(params, lambda d, t, s: steps.append(s) is None)
     assert len(steps) == 10 and all(s > 0 for s in steps)
     assert images[0].shape == (64, 64, 3) and not np.array_equal(images[0], images[1])
@@ -34,16 +35,30 @@ def test_fp16_generation_on_cuda(tiny_sd: Path, compile_: bool) -> None:
 def test_compiled_lora_hot_swap_on_cuda(tiny_sd: Path, lora_dir: Path) -> None:
     from worker.metrics import REGISTRY
 
-    settings = WorkerSettings(model_source=str(tiny_sd), device="cuda", compile=True, lora_dir=lora_dir,
-                              model_name="cuda-hotswap")
+    settings = WorkerSettings(
+        model_source=str(tiny_sd), device="cuda", compile=True, lora_dir=lora_dir, model_name="cuda-hotswap"
+    )
     runtime = pick_runtime(settings)
     warm = WarmPipeline(load(settings, runtime), runtime, settings)
     warm.warm_up()
     outputs = []
-    for loras in ([], [{"name": "sd-a", "scale": 1.0}], [{"name": "sd-b", "scale": 0.5}],
-                  [{"name": "sd-a", "scale": 0.7}, {"name": "sd-b", "scale": 1.0}], []):
-        params = GenerationParams(prompt="a red circle", width=64, height=64, num_inference_steps=6,
-                                  guidance_scale=7.5, seed=3, num_images=1, loras=loras)
+    for loras in (
+        [],
+        [{"name": "sd-a", "scale": 1.0}],
+        [{"name": "sd-b", "scale": 0.5}],
+        [{"name": "sd-a", "scale": 0.7}, {"name": "sd-b", "scale": 1.0}],
+        [],
+    ):
+        params = GenerationParams(
+            prompt="a red circle",
+            width=64,
+            height=64,
+            num_inference_steps=6,
+            guidance_scale=7.5,
+            seed=3,
+            num_images=1,
+            loras=loras,
+        )
         outputs.append(warm.generate(params, lambda *_: True)[0])
     labels = {"model": "cuda-hotswap", "phase": "serving"}
     assert (REGISTRY.get_sample_value("diffusion_torch_compilations_total", labels) or 0) == 0

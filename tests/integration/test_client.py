@@ -58,8 +58,14 @@ def flaky_server() -> Iterator[tuple[str, list[str]]]:
             self.rfile.read(int(self.headers["content-length"]))
             keys.append(self.headers["idempotency-key"])
             status = answers.pop(0) if answers else 202
-            body = (b'{"id": "x", "status": "queued", "progress": {"stage": "queued", "step": 0, '
-                    b'"total_steps": 2, "fraction": 0.0}, "images": []}') if status == 202 else b"{}"
+            body = (
+                (
+                    b'{"id": "x", "status": "queued", "progress": {"stage": "queued", "step": 0, '
+                    b'"total_steps": 2, "fraction": 0.0}, "images": []}'
+                )
+                if status == 202
+                else b"{}"
+            )
             self.send_response(status)
             self.send_header("retry-after", "0")
             self.send_header("content-length", str(len(body)))
@@ -85,16 +91,44 @@ def test_retries_429_and_503_with_one_idempotency_key(flaky_server: tuple[str, l
 
 def test_cli_generates_with_progress_bar(stack: Stack, tmp_path: Path) -> None:
     out = tmp_path / "out.png"
-    result = subprocess.run([sys.executable, "-m", "diffusion_client", "--url", stack.base, "generate",
-                             "a blue square", "-o", str(out), "--steps", "6", "--seed", "1"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "diffusion_client",
+            "--url",
+            stack.base,
+            "generate",
+            "a blue square",
+            "-o",
+            str(out),
+            "--steps",
+            "6",
+            "--seed",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "100% done" in result.stderr and "step" in result.stderr
     assert PILImage.open(out).size == (64, 64)
     job_id = result.stderr.split("job ", 1)[1].split()[0]
-    status = subprocess.run([sys.executable, "-m", "diffusion_client", "--url", stack.base, "status", job_id],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [sys.executable, "-m", "diffusion_client", "--url", stack.base, "status", job_id],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert status.returncode == 0 and "succeeded" in status.stdout
-    cancel = subprocess.run([sys.executable, "-m", "diffusion_client", "--url", stack.base, "cancel", job_id],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    cancel = subprocess.run(
+        [sys.executable, "-m", "diffusion_client", "--url", stack.base, "cancel", job_id],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cancel.returncode == 2 and "409" in cancel.stderr

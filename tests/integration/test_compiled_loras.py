@@ -26,9 +26,14 @@ def test_lora_switches_on_a_compiled_worker_do_not_recompile(stack: Stack) -> No
     assert compilations(stack, "warmup") >= 1
     with stack.client() as client:
         before = client.get(run_job(client, BASE)["images"][0]["url"]).content
-        urls = [run_job(client, {**BASE, "loras": loras})["images"][0]["url"] for loras in (
-            [{"name": "sd-a", "scale": 1.0}], [{"name": "sd-b", "scale": 0.5}],
-            [{"name": "sd-a", "scale": 0.8}, {"name": "sd-b", "scale": 1.0}])]
+        urls = [
+            run_job(client, {**BASE, "loras": loras})["images"][0]["url"]
+            for loras in (
+                [{"name": "sd-a", "scale": 1.0}],
+                [{"name": "sd-b", "scale": 0.5}],
+                [{"name": "sd-a", "scale": 0.8}, {"name": "sd-b", "scale": 1.0}],
+            )
+        ]
         with_lora = [client.get(url).content for url in urls]
         after = client.get(run_job(client, BASE)["images"][0]["url"]).content
     assert before == after and before not in with_lora and len(set(with_lora)) == 3

@@ -33,12 +33,25 @@ PROMPTS = [caption_full(*combo) for combo in HELD_OUT_COMBOS]  # 24 combinations
 def api(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("shapes")
     prefix = f"s{uuid.uuid4().hex[:10]}"
-    env = stack_env(redis_server.url, prefix, tmp / "images", DIFFUSION_DEFAULT_MODEL="shapes",
-                    DIFFUSION_SERVED_MODELS="[]", DIFFUSION_MODELS_FILE=str(ROOT / "deploy" / "models.json"),
-                    DIFFUSION_MAX_IMAGES_PER_REQUEST="20")
+    env = stack_env(
+        redis_server.url,
+        prefix,
+        tmp / "images",
+        DIFFUSION_DEFAULT_MODEL="shapes",
+        DIFFUSION_SERVED_MODELS="[]",
+        DIFFUSION_MODELS_FILE=str(ROOT / "deploy" / "models.json"),
+        DIFFUSION_MAX_IMAGES_PER_REQUEST="20",
+    )
     services: list[Service] = [start_api(env, tmp / "api.log")]
-    services.append(start_worker(MODEL, {**env, "DIFFUSION_WORKER_ID": f"{prefix}-w"},
-                                 tmp / "worker.log", name="shapes", from_models_file=True))
+    services.append(
+        start_worker(
+            MODEL,
+            {**env, "DIFFUSION_WORKER_ID": f"{prefix}-w"},
+            tmp / "worker.log",
+            name="shapes",
+            from_models_file=True,
+        )
+    )
     try:
         wait_ready(services[1], Redis.from_url(redis_server.url), f"{prefix}.generate.shapes", f"{prefix}-w")
         yield f"http://127.0.0.1:{services[0].port}"
@@ -53,18 +66,29 @@ def generate(base: str, bodies: list[dict[str, Any]]) -> list[list[np.ndarray]]:
         ids = [client.post("/v1/generations", json=body).json()["id"] for body in bodies]
         results = []
         for job_id in ids:
-            job = wait_for(lambda j=job_id: (r := client.get(f"/v1/generations/{j}").json())["status"]
-                           in ("succeeded", "failed") and r, 300, "a job", interval=0.05)
+            job = wait_for(
+                lambda j=job_id: (
+                    (r := client.get(f"/v1/generations/{j}").json())["status"] in ("succeeded", "failed") and r
+                ),
+                300,
+                "a job",
+                interval=0.05,
+            )
             assert job["status"] == "succeeded", job  # type: ignore[index]
-            results.append([np.asarray(Image.open(io.BytesIO(client.get(im["url"]).content)).convert("RGB"))
-                            for im in job["images"]])  # type: ignore[index]
+            results.append(
+                [
+                    np.asarray(Image.open(io.BytesIO(client.get(im["url"]).content)).convert("RGB"))
+                    for im in job["images"]
+                ]
+            )  # type: ignore[index]
     return results
 
 
 def adherence(base: str, images_per_prompt: int, **params: Any) -> tuple[float, float, float]:
     """(colours right, shape right, all right) over the held-out prompts with fixed seeds."""
-    bodies = [{"prompt": p, "seed": 1000 + 10 * i, "num_images": images_per_prompt, **params}
-              for i, p in enumerate(PROMPTS)]
+    bodies = [
+        {"prompt": p, "seed": 1000 + 10 * i, "num_images": images_per_prompt, **params} for i, p in enumerate(PROMPTS)
+    ]
     colours = shapes = both = total = 0
     for prompt, images in zip(PROMPTS, generate(base, bodies), strict=True):
         fg, shape, bg = parse_prompt(prompt)
@@ -86,8 +110,9 @@ def test_held_out_prompts_draw_the_right_colours_and_shapes(api: str) -> None:
 
 
 def test_negative_prompt_keeps_red_out(api: str) -> None:
-    [images] = generate(api, [{"prompt": "a circle on a white background", "negative_prompt": "red", "seed": 500,
-                               "num_images": 20}])
+    [images] = generate(
+        api, [{"prompt": "a circle on a white background", "negative_prompt": "red", "seed": 500, "num_images": 20}]
+    )
     foregrounds = [judge(pixels).fg for pixels in images]
     assert "red" not in foregrounds, foregrounds
 
@@ -115,11 +140,17 @@ def _b64(pixels: np.ndarray) -> str:
 def test_image_to_image_keeps_layout_at_low_strength(api: str) -> None:
     one = np.array([1.0], dtype=np.float32)
     red, blue = COLORS.index("red"), COLORS.index("blue")
-    init = render(np.array([red]), np.array([SHAPES.index("square")]), np.array([blue]), one * 16, one * 32,
-                  one * 32)[0]
+    init = render(np.array([red]), np.array([SHAPES.index("square")]), np.array([blue]), one * 16, one * 32, one * 32)[
+        0
+    ]
     prompt = "a green circle on a yellow background"
-    low, high = generate(api, [{"prompt": prompt, "init_image": _b64(init), "strength": 0.1, "seed": 3},
-                               {"prompt": prompt, "init_image": _b64(init), "strength": 1.0, "seed": 3}])
+    low, high = generate(
+        api,
+        [
+            {"prompt": prompt, "init_image": _b64(init), "strength": 0.1, "seed": 3},
+            {"prompt": prompt, "init_image": _b64(init), "strength": 1.0, "seed": 3},
+        ],
+    )
     kept, redrawn = judge(low[0]), judge(high[0])
     assert (kept.fg, kept.bg) == ("red", "blue"), kept
     # Layout: the foreground stays where it was (its pixels, as the judge classifies them).
@@ -134,14 +165,29 @@ def test_image_to_image_keeps_layout_at_low_strength(api: str) -> None:
 
 def test_inpainting_leaves_unmasked_pixels_close(api: str) -> None:
     one = np.array([1.0], dtype=np.float32)
-    init = render(np.array([COLORS.index("white")]), np.array([0]), np.array([COLORS.index("purple")]), one * 12,
-                  one * 20, one * 20)[0]
+    init = render(
+        np.array([COLORS.index("white")]),
+        np.array([0]),
+        np.array([COLORS.index("purple")]),
+        one * 12,
+        one * 20,
+        one * 20,
+    )[0]
     mask = np.zeros((64, 64), dtype=np.uint8)
     mask[32:, 32:] = 255  # repaint the lower right quarter only
     buffer = io.BytesIO()
     Image.fromarray(mask, mode="L").save(buffer, format="PNG")
-    [images] = generate(api, [{"prompt": "a yellow square on a purple background", "init_image": _b64(init),
-                               "mask_image": base64.b64encode(buffer.getvalue()).decode(), "seed": 4}])
+    [images] = generate(
+        api,
+        [
+            {
+                "prompt": "a yellow square on a purple background",
+                "init_image": _b64(init),
+                "mask_image": base64.b64encode(buffer.getvalue()).decode(),
+                "seed": 4,
+            }
+        ],
+    )
     out = images[0].astype(int)
     keep = mask < 128
     keep[28:, 28:] = False  # the blend seam of the latent mask

@@ -14,18 +14,41 @@ from tests.helpers import RedisServer, start_api, start_worker, wait_ready
 from tests.integration.test_generation import run_job
 
 
-def test_lcm_model_runs_in_four_steps_with_fixed_guidance(redis_server: RedisServer, tiny_sd: Path,
-                                                            tmp_path: Path) -> None:
+def test_lcm_model_runs_in_four_steps_with_fixed_guidance(
+    redis_server: RedisServer, tiny_sd: Path, tmp_path: Path
+) -> None:
     prefix = f"f{uuid.uuid4().hex[:10]}"
     # The models file names the model, its weights and its limits, for the API and the worker alike.
     models = tmp_path / "models.json"
-    models.write_text(json.dumps({"tiny-lcm": {"source": str(tiny_sd), "default_scheduler": "lcm", "max_steps": 4,
-                                               "fixed_guidance_scale": 0, "default_steps": 4}}))
-    env = stack_env(redis_server.url, prefix, tmp_path / "images", DIFFUSION_DEFAULT_MODEL="tiny-lcm",
-                    DIFFUSION_SERVED_MODELS="[]", DIFFUSION_MODELS_FILE=str(models))
+    models.write_text(
+        json.dumps(
+            {
+                "tiny-lcm": {
+                    "source": str(tiny_sd),
+                    "default_scheduler": "lcm",
+                    "max_steps": 4,
+                    "fixed_guidance_scale": 0,
+                    "default_steps": 4,
+                }
+            }
+        )
+    )
+    env = stack_env(
+        redis_server.url,
+        prefix,
+        tmp_path / "images",
+        DIFFUSION_DEFAULT_MODEL="tiny-lcm",
+        DIFFUSION_SERVED_MODELS="[]",
+        DIFFUSION_MODELS_FILE=str(models),
+    )
     api = start_api(env, tmp_path / "api.log")
-    worker = start_worker(Path("unused-overridden-below"), {**env, "DIFFUSION_WORKER_ID": f"{prefix}-w"},
-                          tmp_path / "worker.log", name="tiny-lcm", from_models_file=True)
+    worker = start_worker(
+        Path("unused-overridden-below"),
+        {**env, "DIFFUSION_WORKER_ID": f"{prefix}-w"},
+        tmp_path / "worker.log",
+        name="tiny-lcm",
+        from_models_file=True,
+    )
     try:
         wait_ready(worker, Redis.from_url(redis_server.url), f"{prefix}.generate.tiny-lcm", f"{prefix}-w")
         with httpx.Client(base_url=f"http://127.0.0.1:{api.port}", timeout=10) as client:

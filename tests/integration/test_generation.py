@@ -39,8 +39,18 @@ def fetch_pixels(client: httpx.Client, url: str) -> np.ndarray:
 @pytest.mark.parametrize("model", ["tiny-sd", "tiny-sd3"])
 def test_generation_succeeds_and_images_download(stack: Stack, model: str) -> None:
     with stack.client() as client:
-        job = run_job(client, {"prompt": "a red circle on a blue background", "model": model, "width": 64,
-                               "height": 96, "num_inference_steps": 4, "num_images": 2, "seed": 1234})
+        job = run_job(
+            client,
+            {
+                "prompt": "a red circle on a blue background",
+                "model": model,
+                "width": 64,
+                "height": 96,
+                "num_inference_steps": 4,
+                "num_images": 2,
+                "seed": 1234,
+            },
+        )
         assert job["status"] == "succeeded", job
         assert job["model"] == model
         assert job["params"]["seed"] == 1234 and job["params"]["num_images"] == 2
@@ -111,20 +121,25 @@ def test_queue_position_and_readiness(stack: Stack) -> None:
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert ready.json()["ready_workers"] == 1
-        jobs = [client.post("/v1/generations", json={"prompt": "queued", "num_inference_steps": 30}).json()
-                for _ in range(3)]
+        jobs = [
+            client.post("/v1/generations", json={"prompt": "queued", "num_inference_steps": 30}).json()
+            for _ in range(3)
+        ]
         positions = [client.get(f"/v1/generations/{j['id']}").json().get("queue_position") for j in jobs]
         assert positions[-1] is not None and positions[-1] >= 1, positions
         for job in jobs:
-            wait_for(lambda j=job: client.get(f"/v1/generations/{j['id']}").json()["status"] == "succeeded",
-                     60, "queued jobs to finish")
+            wait_for(
+                lambda j=job: client.get(f"/v1/generations/{j['id']}").json()["status"] == "succeeded",
+                60,
+                "queued jobs to finish",
+            )
 
 
 def test_metrics_endpoints_expose_documented_names(stack: Stack) -> None:
     api = httpx.get(f"{stack.base}/metrics").text
     assert "diffusion_queue_depth{" in api and "diffusion_workers_ready{" in api
     worker = httpx.get(f"http://127.0.0.1:{stack.workers['tiny-sd'].port}/metrics").text
-    assert 'diffusion_model_info{' in worker and 'pipeline="StableDiffusionPipeline"' in worker
+    assert "diffusion_model_info{" in worker and 'pipeline="StableDiffusionPipeline"' in worker
 
 
 def test_scheduler_by_name_is_resolved_and_validated_per_model(stack: Stack) -> None:
@@ -140,8 +155,9 @@ def test_scheduler_by_name_is_resolved_and_validated_per_model(stack: Stack) -> 
         assert flow["params"]["scheduler"] == "flow_euler"
 
 
-@pytest.mark.parametrize(("fmt", "content_type", "pil"),
-                         [("jpeg", "image/jpeg", "JPEG"), ("webp", "image/webp", "WEBP")])
+@pytest.mark.parametrize(
+    ("fmt", "content_type", "pil"), [("jpeg", "image/jpeg", "JPEG"), ("webp", "image/webp", "WEBP")]
+)
 def test_lossy_output_formats(stack: Stack, fmt: str, content_type: str, pil: str) -> None:
     with stack.client() as client:
         job = run_job(client, {"prompt": "x", "num_inference_steps": 2, "output_format": fmt, "output_quality": 50})
@@ -154,14 +170,27 @@ def test_lossy_output_formats(stack: Stack, fmt: str, content_type: str, pil: st
 
 def test_png_metadata_reproducibility_record_and_replay(stack: Stack) -> None:
     with stack.client() as client:
-        job = run_job(client, {"prompt": "a red circle", "negative_prompt": "blue", "num_inference_steps": 3,
-                               "seed": 31, "scheduler": "ddim"})
+        job = run_job(
+            client,
+            {
+                "prompt": "a red circle",
+                "negative_prompt": "blue",
+                "num_inference_steps": 3,
+                "seed": 31,
+                "scheduler": "ddim",
+            },
+        )
         image = job["images"][0]
         png = client.get(image["url"]).content
         text = Image.open(io.BytesIO(png)).text  # type: ignore[attr-defined]
         assert text["prompt"] == "a red circle" and text["negative_prompt"] == "blue"
         assert (text["seed"], text["steps"], text["scheduler"], text["model"], text["size"]) == (
-            "31", "3", "ddim", "tiny-sd", "64x64")
+            "31",
+            "3",
+            "ddim",
+            "tiny-sd",
+            "64x64",
+        )
         record = image["reproducibility"]
         assert record["model"] == "tiny-sd" and record["model_revision"].startswith("sha256:")
         assert record["scheduler"]["class"] == "DDIMScheduler" and "beta_schedule" in record["scheduler"]["config"]
@@ -175,8 +204,11 @@ def test_png_metadata_reproducibility_record_and_replay(stack: Stack) -> None:
 
 
 def run_job_by_id(client: httpx.Client, job_id: str) -> dict[str, Any]:
-    done = wait_for(lambda: (j := client.get(f"/v1/generations/{job_id}").json())["status"] == "succeeded" and j,
-                    60, "the replay to finish")
+    done = wait_for(
+        lambda: (j := client.get(f"/v1/generations/{job_id}").json())["status"] == "succeeded" and j,
+        60,
+        "the replay to finish",
+    )
     return done  # type: ignore[return-value]
 
 
@@ -222,10 +254,12 @@ def test_controlnet_steers_the_image(stack: Stack) -> None:
     white, black = Image.new("RGB", (64, 64), (255, 255, 255)), Image.new("RGB", (64, 64), (0, 0, 0))
     body = {"prompt": "a red circle", "num_inference_steps": 4, "seed": 8, "controlnet": "edges"}
     with stack.client() as client:
-        jobs = [run_job(client, {**body, "control_image": encoded(white)}),
-                run_job(client, {**body, "control_image": encoded(black)}),
-                run_job(client, {**body, "control_image": encoded(white), "controlnet_conditioning_scale": 0}),
-                run_job(client, {key: value for key, value in body.items() if key != "controlnet"})]
+        jobs = [
+            run_job(client, {**body, "control_image": encoded(white)}),
+            run_job(client, {**body, "control_image": encoded(black)}),
+            run_job(client, {**body, "control_image": encoded(white), "controlnet_conditioning_scale": 0}),
+            run_job(client, {key: value for key, value in body.items() if key != "controlnet"}),
+        ]
         assert all(j["status"] == "succeeded" for j in jobs), jobs
         pixels = [fetch_pixels(client, j["images"][0]["url"]) for j in jobs]
         models = {m["id"]: m for m in client.get("/v1/models").json()["data"]}

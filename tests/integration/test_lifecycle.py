@@ -31,14 +31,19 @@ def job(client: httpx.Client, job_id: str) -> dict[str, Any]:
 
 
 def wait_status(client: httpx.Client, job_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
-    found = wait_for(lambda: (j := job(client, job_id))["status"] in statuses and j, timeout,
-                     f"job to reach {statuses}", interval=0.03)
+    found = wait_for(
+        lambda: (j := job(client, job_id))["status"] in statuses and j,
+        timeout,
+        f"job to reach {statuses}",
+        interval=0.03,
+    )
     return found  # type: ignore[return-value]
 
 
 def wait_step(client: httpx.Client, job_id: str, step: int) -> dict[str, Any]:
-    found = wait_for(lambda: (j := job(client, job_id))["progress"]["step"] >= step and j, 60,
-                     f"step {step}", interval=0.02)
+    found = wait_for(
+        lambda: (j := job(client, job_id))["progress"]["step"] >= step and j, 60, f"step {step}", interval=0.02
+    )
     return found  # type: ignore[return-value]
 
 
@@ -52,8 +57,9 @@ def blocker(stack: Stack) -> Iterator[dict[str, Any]]:
         client.post(f"/v1/generations/{long_job['id']}/cancel")
 
 
-def sse(client: httpx.Client, job_id: str, last_event_id: str | None = None,
-        stop_after: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+def sse(
+    client: httpx.Client, job_id: str, last_event_id: str | None = None, stop_after: int | None = None
+) -> list[tuple[str, dict[str, Any]]]:
     """Read the event stream: (event id, job object) pairs, until it closes or `stop_after` events."""
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
     events: list[tuple[str, dict[str, Any]]] = []
@@ -192,8 +198,12 @@ def test_deadline_expiry_never_starts_the_job(stack: Stack, blocker: dict[str, A
         late = submit(client, deadline_seconds=1)
         assert late["deadline_at"]
         # Canceled by the API's housekeeping as the deadline passes, with nobody asking about it.
-        wait_for(lambda: (r := store.get(late["id"])) is not None and r.status == "canceled", 10,
-                 "the deadline to cancel the job", interval=0.1)
+        wait_for(
+            lambda: (r := store.get(late["id"])) is not None and r.status == "canceled",
+            10,
+            "the deadline to cancel the job",
+            interval=0.1,
+        )
         ended = job(client, late["id"])
         assert ended["cancel_reason"] == "deadline"
         client.post(f"/v1/generations/{blocker['id']}/cancel")

@@ -21,8 +21,9 @@ def client(stack: Stack) -> openai.OpenAI:
 
 
 def test_b64_json_images(client: openai.OpenAI) -> None:
-    result = client.images.generate(model="tiny-sd", prompt="a red circle", n=2, size="64x64",
-                                    response_format="b64_json")
+    result = client.images.generate(
+        model="tiny-sd", prompt="a red circle", n=2, size="64x64", response_format="b64_json"
+    )
     assert len(result.data) == 2
     pictures = [Image.open(io.BytesIO(base64.b64decode(item.b64_json or ""))) for item in result.data]
     assert all(p.size == (64, 64) and p.format == "PNG" for p in pictures)

@@ -21,8 +21,12 @@ from tests.integration.test_lifecycle import submit, wait_status
 
 RAW_SECRET = b"0123456789abcdef0123456789abcdef"
 SECRET = "whsec_" + base64.b64encode(RAW_SECRET).decode()
-STACK_ENV = {"DIFFUSION_WEBHOOK_SECRET": SECRET, "DIFFUSION_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
-             "DIFFUSION_WEBHOOK_RETRY_BASE_SECONDS": "0.2", "DIFFUSION_MAX_INFERENCE_STEPS": "2000"}
+STACK_ENV = {
+    "DIFFUSION_WEBHOOK_SECRET": SECRET,
+    "DIFFUSION_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+    "DIFFUSION_WEBHOOK_RETRY_BASE_SECONDS": "0.2",
+    "DIFFUSION_MAX_INFERENCE_STEPS": "2000",
+}
 STACK_MODELS = ("tiny-sd",)
 
 
@@ -53,8 +57,16 @@ def receiver() -> Iterator[Receiver]:
             time.sleep(rec.delays.get(self.path, 0))
             statuses = rec.script.get(self.path, [])
             status = statuses.pop(0) if statuses else 200
-            rec.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
-                                 "status": status, "arrived": arrived, "answered": time.time()})
+            rec.requests.append(
+                {
+                    "path": self.path,
+                    "headers": dict(self.headers),
+                    "body": body,
+                    "status": status,
+                    "arrived": arrived,
+                    "answered": time.time(),
+                }
+            )
             self.send_response(status)
             if status == 302:
                 self.send_header("Location", rec.url("/redirected"))
@@ -114,23 +126,31 @@ def test_receiver_failing_twice_gets_one_success_with_the_same_id(stack: Stack, 
 
 def test_event_filter_started_progress_completed(stack: Stack, receiver: Receiver) -> None:
     with stack.client() as client:
-        created = submit(client, num_inference_steps=150, webhook_url=receiver.url("/all"),
-                         webhook_events=["started", "progress", "completed"])
+        created = submit(
+            client,
+            num_inference_steps=150,
+            webhook_url=receiver.url("/all"),
+            webhook_events=["started", "progress", "completed"],
+        )
         done = wait_status(client, created["id"], "succeeded")
-        wait_for(lambda: any(verify(r)["type"] == "generation.completed" for r in receiver.at("/all")), 30,
-                 "the completed webhook")
+        wait_for(
+            lambda: any(verify(r)["type"] == "generation.completed" for r in receiver.at("/all")),
+            30,
+            "the completed webhook",
+        )
     types = [verify(r)["type"] for r in receiver.at("/all")]
     assert types[0] == "generation.started" and types[-1] == "generation.completed"
     progress = [t for t in types if t == "generation.progress"]
-    run_seconds = (_ts(done["finished_at"]) - _ts(done["started_at"]))
+    run_seconds = _ts(done["finished_at"]) - _ts(done["started_at"])
     assert 1 <= len(progress) <= run_seconds + 2, "throttled to at most one a second"
 
 
 def test_slow_receiver_never_slows_generation(stack: Stack, receiver: Receiver) -> None:
     receiver.delays["/slow"] = 3.0
     with stack.client() as client:
-        created = submit(client, num_inference_steps=20, webhook_url=receiver.url("/slow"),
-                         webhook_events=["started", "completed"])
+        created = submit(
+            client, num_inference_steps=20, webhook_url=receiver.url("/slow"), webhook_events=["started", "completed"]
+        )
         done = wait_status(client, created["id"], "succeeded")
         wait_for(lambda: len(receiver.at("/slow")) >= 2, 30, "both webhooks")
     started = receiver.at("/slow")[0]

@@ -21,16 +21,20 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.models == ["shapes", "a", "b"]
 
 
-@pytest.mark.parametrize(("module", "variable", "value"), [
-    ("app", "DIFFUSION_MAX_INFERENCE_STEPS", "lots"),
-    ("app", "DIFFUSION_MIN_IMAGE_SIDE", "60"),
-    ("worker", "DIFFUSION_DEVICE", "tpu"),
-    ("worker", "DIFFUSION_WARMUP_SIZES", '["512"]'),
-])
+@pytest.mark.parametrize(
+    ("module", "variable", "value"),
+    [
+        ("app", "DIFFUSION_MAX_INFERENCE_STEPS", "lots"),
+        ("app", "DIFFUSION_MIN_IMAGE_SIDE", "60"),
+        ("worker", "DIFFUSION_DEVICE", "tpu"),
+        ("worker", "DIFFUSION_WARMUP_SIZES", '["512"]'),
+    ],
+)
 def test_bad_setting_stops_start_up_naming_it(module: str, variable: str, value: str) -> None:
     env = {"PATH": "/usr/bin:/bin", variable: value}
-    result = subprocess.run([sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2, result.stderr
     assert "invalid configuration" in result.stderr
     assert "Traceback" not in result.stderr

@@ -11,8 +11,20 @@ from contract.storage import InvalidKey, LocalStorage, content_type_of, image_ke
 JOB = "0123456789abcdef" * 2
 
 
-@pytest.mark.parametrize("key", ["../x.png", f"{JOB}/../../x.png", f"/{JOB}/0.png", f"{JOB}/0.png/..",
-                                 f"{JOB}\\0.png", f"{JOB}/0.exe", f"{JOB.upper()}/0.png", "", f"{JOB}/0.png\x00"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../x.png",
+        f"{JOB}/../../x.png",
+        f"/{JOB}/0.png",
+        f"{JOB}/0.png/..",
+        f"{JOB}\\0.png",
+        f"{JOB}/0.exe",
+        f"{JOB.upper()}/0.png",
+        "",
+        f"{JOB}/0.png\x00",
+    ],
+)
 def test_malformed_keys_are_refused(tmp_path: Path, key: str) -> None:
     with pytest.raises(InvalidKey):
         LocalStorage(tmp_path).path(key)

@@ -51,10 +51,16 @@ def run(pipeline: WarmPipeline, loras: list[dict[str, Any]]) -> np.ndarray:
 
 
 COMBINATIONS: list[list[dict[str, Any]]] = [
-    [], [{"name": "sd-a", "scale": 1.0}], [{"name": "sd-a", "scale": 0.4}], [{"name": "sd-r8", "scale": 1.0}],
-    [{"name": "sd-qk", "scale": 1.0}, {"name": "sd-b", "scale": 0.7}], [{"name": "sd-b", "scale": 0.7}],
-    [{"name": "sd-a", "scale": -1.0}, {"name": "sd-r8", "scale": 0.5}], [{"name": "sd-te", "scale": 1.0}],
-    [{"name": "sd-te", "scale": 0.5}, {"name": "sd-b", "scale": 1.0}], [],
+    [],
+    [{"name": "sd-a", "scale": 1.0}],
+    [{"name": "sd-a", "scale": 0.4}],
+    [{"name": "sd-r8", "scale": 1.0}],
+    [{"name": "sd-qk", "scale": 1.0}, {"name": "sd-b", "scale": 0.7}],
+    [{"name": "sd-b", "scale": 0.7}],
+    [{"name": "sd-a", "scale": -1.0}, {"name": "sd-r8", "scale": 0.5}],
+    [{"name": "sd-te", "scale": 1.0}],
+    [{"name": "sd-te", "scale": 0.5}, {"name": "sd-b", "scale": 1.0}],
+    [],
 ]
 
 
@@ -69,8 +75,9 @@ def test_fitting_adapters_and_slots_are_published(compiled: WarmPipeline) -> Non
         compiled.loras.activate([{"name": "sd-ff", "scale": 1.0}])
 
 
-def test_switching_adapters_never_recompiles_and_matches_eager(compiled: WarmPipeline, tiny_sd: Path,
-                                                                adapters: Path) -> None:
+def test_switching_adapters_never_recompiles_and_matches_eager(
+    compiled: WarmPipeline, tiny_sd: Path, adapters: Path
+) -> None:
     assert compilations("warmup") >= 1
     outputs = [run(compiled, loras) for loras in COMBINATIONS]
     assert compilations("serving") == 0, "a LoRA switch or scale change recompiled the denoiser"

@@ -19,8 +19,15 @@ def warm(model: Path, **overrides: object) -> WarmPipeline:
 
 
 def params(**overrides: object) -> GenerationParams:
-    base: dict[str, object] = {"prompt": "a red circle", "width": 64, "height": 64, "num_inference_steps": 3,
-                               "guidance_scale": 6.0, "seed": 10, "num_images": 1}
+    base: dict[str, object] = {
+        "prompt": "a red circle",
+        "width": 64,
+        "height": 64,
+        "num_inference_steps": 3,
+        "guidance_scale": 6.0,
+        "seed": 10,
+        "num_images": 1,
+    }
     return GenerationParams(**(base | overrides))  # type: ignore[arg-type]
 
 

@@ -14,8 +14,9 @@ from rq.serializers import JSONSerializer
 from worker.rqworker import GPUWorker, SafeJob
 
 
-def test_foreign_function_is_refused_without_import(redis: Redis, prefix: str, tmp_path: Path,
-                                                    monkeypatch: object) -> None:
+def test_foreign_function_is_refused_without_import(
+    redis: Redis, prefix: str, tmp_path: Path, monkeypatch: object
+) -> None:
     mark = tmp_path / "imported"
     os.environ["EVIL_MARK"] = str(mark)
     sys.modules.pop("tests.worker.evil_job", None)

@@ -25,8 +25,9 @@ def warm(tiny_sd: Path) -> WarmPipeline:
 
 
 def submit(redis: Redis, store: JobStore, steps: int = 3, images: int = 1) -> JobPayload:
-    params = GenerationParams(prompt="p", width=64, height=64, num_inference_steps=steps, guidance_scale=5.0,
-                              seed=1, num_images=images)
+    params = GenerationParams(
+        prompt="p", width=64, height=64, num_inference_steps=steps, guidance_scale=5.0, seed=1, num_images=images
+    )
     job_id = uuid.uuid4().hex
     record = JobRecord(id=job_id, model="tiny-sd", status=JobStatus.QUEUED, params=params, created_at=time.time())
     with redis.pipeline() as pipe:
@@ -55,8 +56,9 @@ def test_success_stores_images_and_ends_record(warm: WarmPipeline, redis: Redis,
     assert len(beats) >= 3, "the RQ heartbeat is driven from every step"
 
 
-def test_storage_failure_fails_job_without_partial_images(warm: WarmPipeline, redis: Redis, prefix: str,
-                                                          tmp_path: Path) -> None:
+def test_storage_failure_fails_job_without_partial_images(
+    warm: WarmPipeline, redis: Redis, prefix: str, tmp_path: Path
+) -> None:
     store = JobStore(redis, prefix, 120)
     payload = submit(redis, store, images=2)
     blocker = tmp_path / "images"
