@@ -154,13 +154,38 @@ def start_worker(
     return spawn(args, {"DIFFUSION_CPU_THREADS": "1", **env}, log, port)
 
 
-def wait_ready(service: Service, redis: Redis, queue: str, worker_id: str, timeout: float = 90) -> None:
-    """Wait until the worker registered on its queue with RQ (it does so only once warm)."""
+def log_tail(service: Service, lines: int = 40) -> str:
+    """The last lines a service printed, for assertion messages."""
+    return "\n".join(service.logs().splitlines()[-lines:])
+
+
+def wait_ready(
+    service: Service, redis: Redis, queue: str, worker_id: str, stall: float = 120, timeout: float = 900
+) -> None:
+    """Wait until the worker registered on its queue with RQ (it does so only once warm).
+
+    A worker that compiles its denoiser logs every graph before and after compiling it (tens of
+    seconds each on 2 cores with an empty inductor cache), so the wait lasts as long as the worker
+    keeps printing: it fails once the log has been silent for `stall` seconds, or after `timeout`
+    in all, and then shows the log's tail.
+    """
     from rq import Queue, Worker
 
-    def registered() -> bool:
+    started = time.monotonic()
+    last_size, last_change = -1, started
+    while True:
         if service.proc.poll() is not None:
-            raise AssertionError(f"worker exited with {service.proc.returncode}:\n{service.logs()}")
-        return any(w.name == worker_id for w in Worker.all(queue=Queue(queue, connection=redis)))
-
-    wait_for(registered, timeout, f"worker {worker_id} to be ready", interval=0.2)
+            raise AssertionError(f"worker exited with {service.proc.returncode}:\n{log_tail(service)}")
+        if any(w.name == worker_id for w in Worker.all(queue=Queue(queue, connection=redis))):
+            return
+        now = time.monotonic()
+        size = service.log.stat().st_size if service.log.exists() else 0
+        if size != last_size:
+            last_size, last_change = size, now
+        if now - last_change > stall or now - started > timeout:
+            quiet = now - last_change
+            raise AssertionError(
+                f"worker {worker_id} not ready after {now - started:.0f}s (log silent for "
+                f"{quiet:.0f}s):\n{log_tail(service)}"
+            )
+        time.sleep(0.2)

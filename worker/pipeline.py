@@ -207,7 +207,16 @@ class WarmPipeline:
             metrics.COMPILATIONS.labels(self.settings.name, self.phase).inc()
             if self.phase != "warmup":
                 log.warning("torch.compile recompiled the denoiser while serving", extra={"model": self.settings.name})
-            return inductor(graph, example_inputs)
+            # Logged before and after: a compile takes seconds to minutes, and whoever waits for the
+            # worker (an orchestrator, a test) can tell a slow compile from a hung process.
+            log.info("compiling a denoiser graph", extra={"phase": self.phase, "nodes": len(graph.graph.nodes)})
+            started = time.perf_counter()
+            compiled = inductor(graph, example_inputs)
+            log.info(
+                "compiled a denoiser graph",
+                extra={"phase": self.phase, "seconds": round(time.perf_counter() - started, 2)},
+            )
+            return compiled
 
         setattr(self.pipe, name, torch.compile(module, backend=counting_backend, fullgraph=False))
 
@@ -237,7 +246,12 @@ class WarmPipeline:
                 seed=0,
                 num_images=count,
             )
+            began = time.perf_counter()
             self.generate(params, lambda done, total, seconds: True)
+            log.info(
+                "warm-up generation done",
+                extra={"size": f"{width}x{height}", "images": count, "seconds": round(time.perf_counter() - began, 2)},
+            )
         self.phase = "serving"
         return time.perf_counter() - started
 
