@@ -6,8 +6,8 @@ import argparse
 
 import uvicorn
 
-from app.config import ApiSettings
 from app.main import create_app
+from app.settings import ApiSettings
 from contract.settings import load_settings
 
 

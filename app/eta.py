@@ -1,72 +1,63 @@
-"""Estimated start and finish of queued jobs, from the step latency workers measured for their model.
+"""Estimated start and finish of queued jobs, from the step cost workers measured for their model.
 
-Cost of a job = steps x megapixels x images x (seconds per step-megapixel-image) + per-job overhead,
-both moving averages a worker updates after every job it completes. Work ahead of a queued job =
-the remaining share of running jobs + every job ahead of it in the queues, divided by ready workers.
+Work ahead of a queued job = the unfinished share of running jobs + every job ahead of it in the
+queues, each costed with `contract.models.StepRates.cost`; divided among the ready workers.
+`estimate` is the arithmetic alone; `Estimator` gathers its inputs from Redis.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from redis import Redis
-
+from app.catalog import Catalog
+from app.queue import JobQueue
 from contract.jobs import GenerationParams, JobRecord, JobStatus, now
-from contract.queues import PRIORITIES, job_key, queue_name, step_rate_key
+from contract.models import StepRates
+from contract.records import JobStore
 
 MAX_JOBS_READ = 200  # beyond this many jobs ahead, extrapolate from their average
 
 
 @dataclass(frozen=True)
-class Rates:
-    """Measured costs of one model."""
+class Ahead:
+    """What stands before a queued job: the queued jobs read (of `count` in all) and the running ones."""
 
-    step_seconds_per_mpx: float
-    overhead_seconds: float
-
-    def cost(self, params: GenerationParams) -> float:
-        """Seconds a worker needs for a job with these parameters."""
-        mpx = params.width * params.height / 1e6 * params.num_images
-        return params.num_inference_steps * mpx * self.step_seconds_per_mpx + self.overhead_seconds
+    queued: Sequence[GenerationParams]
+    count: int
+    running: Sequence[tuple[GenerationParams, float]]  # (parameters, fraction done)
+    workers: int
 
 
-def rates(redis: Redis, prefix: str, model: str) -> Rates | None:
-    """The model's measured rates, or None before any job finished."""
-    raw = redis.hgetall(step_rate_key(prefix, model))
-    if not raw:
-        return None
-    values = {k.decode(): float(v) for k, v in raw.items()}  # type: ignore[union-attr]
-    return Rates(values["step_seconds_per_mpx"], values["overhead_seconds"])
+def estimate(rates: StepRates, job: GenerationParams, ahead: Ahead, start_from: float) -> tuple[float, float]:
+    """(start, finish) in epoch seconds of a job with `ahead` before it, from `start_from` (now)."""
+    work = sum(rates.cost(p) for p in ahead.queued)
+    if ahead.queued and ahead.count > len(ahead.queued):
+        work += work / len(ahead.queued) * (ahead.count - len(ahead.queued))
+    work += sum(rates.cost(p) * (1.0 - fraction) for p, fraction in ahead.running)
+    start = start_from + work / max(1, ahead.workers)
+    return start, start + rates.cost(job)
 
 
-def _params_of(redis: Redis, prefix: str, job_ids: list[str]) -> list[GenerationParams]:
-    with redis.pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
-            pipe.hget(job_key(prefix, job_id), "params")
-        raw = pipe.execute()
-    return [GenerationParams.model_validate(json.loads(r)) for r in raw if r]
+class Estimator:
+    """ETAs of queued jobs; None before the model has measurements."""
 
+    def __init__(self, queue: JobQueue, catalog: Catalog, store: JobStore) -> None:
+        self.queue, self.catalog, self.store = queue, catalog, store
 
-def estimate(
-    redis: Redis, prefix: str, record: JobRecord, position: int | None, running: list[JobRecord], workers: int
-) -> tuple[float, float] | None:
-    """(estimated start, estimated finish) in epoch seconds for a queued job, or None without measurements."""
-    model_rates = rates(redis, prefix, record.model)
-    if model_rates is None or record.status != JobStatus.QUEUED or position is None:
-        return None
-    ahead_ids: list[str] = []
-    own = PRIORITIES.index(record.priority.value)
-    for priority in PRIORITIES[: own + 1]:
-        key = f"rq:queue:{queue_name(prefix, record.model, priority)}"
-        ahead_ids += [i.decode() for i in redis.lrange(key, 0, MAX_JOBS_READ)]  # type: ignore[union-attr]
-    ahead_ids = ahead_ids[:position]
-    known = _params_of(redis, prefix, ahead_ids[:MAX_JOBS_READ])
-    work = sum(model_rates.cost(p) for p in known)
-    if known and position > len(known):
-        work += work / len(known) * (position - len(known))
-    for job in running:
-        fraction = job.progress.fraction if job.progress else 0.0
-        work += model_rates.cost(job.params) * (1.0 - fraction)
-    start = now() + work / max(1, workers)
-    return start, start + model_rates.cost(record.params)
+    def __call__(self, record: JobRecord, position: int | None) -> tuple[float, float] | None:
+        """Estimated (start, finish) of a queued job at `position`."""
+        if record.status != JobStatus.QUEUED or position is None:
+            return None
+        rates = self.catalog.rates(record.model)
+        if rates is None:
+            return None
+        ids = [i for i in self.queue.ahead(record.model, record.priority, min(position, MAX_JOBS_READ))]
+        queued = [r.params for r in self.store.get_many(ids) if r is not None]
+        running = [
+            (r.params, r.progress.fraction if r.progress else 0.0)
+            for r in self.store.get_many(self.queue.running(record.model))
+            if r is not None and r.status == JobStatus.RUNNING
+        ]
+        ahead = Ahead(queued, position, running, self.catalog.ready_workers(record.model))
+        return estimate(rates, record.params, ahead, now())

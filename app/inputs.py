@@ -15,9 +15,9 @@ import warnings
 
 from PIL import Image
 
-from app.config import ApiSettings
 from app.errors import InvalidRequest
 from app.schemas import GenerationCreate
+from app.settings import ApiSettings
 
 ALLOWED = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 DATA_URL = re.compile(r"^data:(?P<mime>[\w/+.-]+);base64,")

@@ -1,17 +1,15 @@
-"""The configured limits of a generation, checked at the API before anything is queued."""
+"""The limits of a generation, checked at the API before anything is queued: the service's and the model's own."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from app.config import ApiSettings
 from app.errors import InvalidRequest
-from app.schemas import GenerationCreate
-from contract.jobs import GenerationParams
+from app.settings import ApiSettings
+from contract.jobs import GenerationParams, LoraSpec
+from contract.models import ModelInfo
 
 
 def check_limits(p: GenerationParams, s: ApiSettings) -> None:
-    """Each configured limit, checked before anything is queued; the first violation names its field."""
+    """Each configured limit; the first violation raises InvalidRequest naming its field."""
     if len(p.prompt) > s.max_prompt_chars:
         raise InvalidRequest(f"prompt is {len(p.prompt)} characters; at most {s.max_prompt_chars}", "prompt")
     if p.negative_prompt is not None and len(p.negative_prompt) > s.max_prompt_chars:
@@ -31,25 +29,37 @@ def check_limits(p: GenerationParams, s: ApiSettings) -> None:
         raise InvalidRequest(f"num_images must be at most {s.max_images_per_request}", "num_images")
 
 
-def check_model_limits(params: GenerationParams, model: str, defaults: dict[str, Any]) -> None:
-    """Limits of the model itself, as its worker published them (few-step models, guidance-free models)."""
-    max_steps, fixed = defaults.get("max_steps"), defaults.get("fixed_guidance_scale")
-    if max_steps is not None and params.num_inference_steps > max_steps:
-        raise InvalidRequest(f"model {model!r} takes at most {max_steps} steps", "num_inference_steps")
-    if fixed is not None and params.guidance_scale != fixed:
-        raise InvalidRequest(f"model {model!r} runs with guidance_scale {fixed} only", "guidance_scale")
+def check_model_limits(p: GenerationParams, model: str, info: ModelInfo | None) -> None:
+    """Limits of the model itself, as its worker published them: steps, guidance, scheduler, ControlNets."""
+    if info is None:
+        return
+    if info.max_steps is not None and p.num_inference_steps > info.max_steps:
+        raise InvalidRequest(f"model {model!r} takes at most {info.max_steps} steps", "num_inference_steps")
+    if info.fixed_guidance_scale is not None and p.guidance_scale != info.fixed_guidance_scale:
+        raise InvalidRequest(
+            f"model {model!r} runs with guidance_scale {info.fixed_guidance_scale} only", "guidance_scale"
+        )
+    if p.scheduler is not None and p.scheduler not in info.schedulers:
+        raise InvalidRequest(
+            f"scheduler {p.scheduler!r} does not fit model {model!r}; valid: {', '.join(info.schedulers)}", "scheduler"
+        )
+    if p.controlnet is not None and p.controlnet not in info.controlnets:
+        raise InvalidRequest(
+            f"ControlNet {p.controlnet!r} is not configured for model {model!r}; available: "
+            f"{', '.join(info.controlnets) or 'none'}",
+            "controlnet",
+        )
 
 
-def check_loras(body: GenerationCreate, model: str, defaults: dict[str, Any], max_per_request: int) -> None:
-    """LoRAs of a request: at most `max_per_request`, each named once, each fitting the model."""
-    requested = body.loras or []
+def check_loras(requested: list[LoraSpec], model: str, info: ModelInfo | None, max_per_request: int) -> None:
+    """LoRAs of a request: at most `max_per_request` (or the model's own limit), each named once, each fitting."""
     # A compiled worker combines at most as many adapters as it has hot-swap slots.
-    limit = min(max_per_request, defaults.get("max_loras") or max_per_request)
+    limit = min(max_per_request, (info.max_loras if info else None) or max_per_request)
     if len(requested) > limit:
         raise InvalidRequest(f"at most {limit} LoRAs per request for model {model!r}", "loras")
     if len({lora.name for lora in requested}) != len(requested):
         raise InvalidRequest("a LoRA is named twice", "loras")
-    fitting = {lora["name"] for lora in defaults.get("loras", [])}
+    fitting = {lora.name for lora in info.loras} if info else set()
     for index, lora in enumerate(requested):
         if lora.name not in fitting:
             raise InvalidRequest(

@@ -1,4 +1,4 @@
-"""Application factory: settings, Redis, storage, signer and metrics wired into one FastAPI app."""
+"""Application factory: settings, Redis, storage, queue, services, views and metrics wired into one FastAPI app."""
 
 from __future__ import annotations
 
@@ -12,61 +12,92 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from app import errors
-from app.config import ApiSettings
-from app.generations import GenerationService
+from app.catalog import Catalog
+from app.deps import Services
+from app.eta import Estimator
+from app.housekeeping import Housekeeping
+from app.jobs import JobService
 from app.metrics import ApiMetrics, QueueCollector
 from app.middleware import BodyLimit, RequestContext
-from app.routes import generations, health, images, models, openai_images
-from app.routes.generations import Renderer
+from app.queue import JobQueue
+from app.resolution import Resolver
+from app.routes import events, generations, health, images, models, openai_images
+from app.settings import ApiSettings
 from app.signing import UrlSigner
-from app.sweeper import Sweeper
-from app.webhooks import WebhookDispatcher
+from app.views import JobRenderer
+from app.webhooks import DeliveryLog, WebhookDispatcher
 from contract import logs
 from contract.settings import load_settings
-from contract.storage import LocalStorage
+from contract.storage import open_storage
 
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 
 
-def create_app(settings: ApiSettings | None = None) -> FastAPI:
-    """Build the API; `settings` defaults to the environment."""
-    settings = settings or load_settings(ApiSettings)
-    logs.configure(settings.log_format, settings.log_level)
+def _signing_secret(settings: ApiSettings) -> bytes:
+    if settings.url_signing_secret is None:
+        log.warning(
+            "DIFFUSION_URL_SIGNING_SECRET is not set: image URLs are signed with a random per-process "
+            "secret and stop working when the API restarts or on another API replica"
+        )
+        return secrets.token_bytes(32)
+    return settings.url_signing_secret.get_secret_value().encode()
+
+
+def build_services(settings: ApiSettings) -> Services:
+    """Every process-wide object of the API, wired together."""
     redis = Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=settings.redis_timeout_seconds,
         socket_timeout=settings.redis_timeout_seconds,
         health_check_interval=30,
     )
-    if settings.url_signing_secret is None:
-        log.warning(
-            "DIFFUSION_URL_SIGNING_SECRET is not set: image URLs are signed with a random per-process "
-            "secret and stop working when the API restarts or on another API replica"
-        )
-        secret = secrets.token_bytes(32)
-    else:
-        secret = settings.url_signing_secret.get_secret_value().encode()
-
-    storage = LocalStorage(settings.storage_dir)
-    service = GenerationService(redis, settings, storage)
-    sweeper = Sweeper(service, settings.sweep_interval_seconds)
-    metrics = ApiMetrics()
-    signer = UrlSigner(secret, settings.image_url_ttl_seconds)
+    storage = open_storage(settings.storage_url)
+    queue = JobQueue(
+        redis, settings.key_prefix, settings.job_timeout_seconds, settings.job_retries, settings.job_retention_seconds
+    )
+    catalog = Catalog(redis, settings, queue)
+    jobs = JobService(redis, settings, storage, queue, Resolver(settings, catalog))
+    signer = UrlSigner(_signing_secret(settings), settings.image_url_ttl_seconds)
+    deliveries = DeliveryLog(
+        redis, settings.key_prefix, settings.job_retention_seconds + settings.webhook_retry_window_seconds
+    )
     base_url = settings.public_base_url or f"http://{settings.host}:{settings.port}"
-    dispatcher = WebhookDispatcher(service, Renderer(service, signer, base_url).at_state, settings, metrics)
+    renderer = JobRenderer(
+        queue,
+        Estimator(queue, catalog, jobs.store),
+        signer,
+        storage,
+        deliveries,
+        settings.job_retention_seconds,
+        base_url,
+    )
+    # SSE streams block on XREAD: they get their own async connections, without a read timeout.
+    async_redis = AsyncRedis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_timeout_seconds)
+    return Services(settings, jobs, catalog, renderer, signer, storage, ApiMetrics(), async_redis)
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """Build the API; `settings` defaults to the environment."""
+    settings = settings or load_settings(ApiSettings)
+    logs.configure(settings.log_format, settings.log_level)
+    services = build_services(settings)
+    housekeeping = Housekeeping(services.jobs, settings.models, settings.sweep_interval_seconds)
+    dispatcher = WebhookDispatcher(
+        services.jobs.store, services.renderer.at_state, services.renderer.deliveries, settings, services.metrics
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sweeper.start()
+        housekeeping.start()
         dispatcher.start()
         try:
             yield
         finally:
             dispatcher.stop()
-            sweeper.stop()
-            await app.state.async_redis.aclose()
+            housekeeping.stop()
+            await services.async_redis.aclose()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -74,23 +105,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version=VERSION,
         description="Queue text-to-image generations, poll their status, download the images by signed URL.",
     )
-    metrics.watch_queues(QueueCollector(settings.models, service.depth, service.ready_workers))
-    app.state.settings = settings
-    app.state.service = service
-    app.state.metrics = metrics
-    app.state.signer = signer
-    app.state.storage = storage
-    # SSE streams block on XREAD: they get their own async connections, without a read timeout.
-    app.state.async_redis = AsyncRedis.from_url(
-        settings.redis_url, socket_connect_timeout=settings.redis_timeout_seconds
-    )
-
+    services.metrics.watch_queues(QueueCollector(services.catalog))
+    app.state.services = services
     errors.install(app)
-    app.include_router(generations.router)
-    app.include_router(images.router)
-    app.include_router(models.router)
-    app.include_router(openai_images.router)
-    app.include_router(health.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, metrics=metrics)
-    app.add_middleware(RequestContext, metrics=metrics)
+    routers = (generations, events, images, models, openai_images, health)
+    for module in routers:
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, metrics=services.metrics)
+    app.add_middleware(RequestContext, metrics=services.metrics)
     return app

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from app.catalog import Catalog
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -17,8 +21,8 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 class QueueCollector(Collector):
     """Queue depth and ready workers per served model, read from Redis at scrape time."""
 
-    def __init__(self, models: list[str], depth: Callable[[str], int], ready: Callable[[str], int]) -> None:
-        self.models, self.depth, self.ready = models, depth, ready
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(f"{PREFIX}_queue_depth", "Jobs waiting in the model's queue.", labels=["model"])
@@ -26,9 +30,9 @@ class QueueCollector(Collector):
             f"{PREFIX}_workers_ready", "Warm workers listening on the model's queue.", labels=["model"]
         )
         try:
-            for model in self.models:
-                depth.add_metric([model], self.depth(model))
-                ready.add_metric([model], self.ready(model))
+            for model in self.catalog.names:
+                depth.add_metric([model], self.catalog.depth(model))
+                ready.add_metric([model], self.catalog.ready_workers(model))
         except Exception:
             return
         yield depth

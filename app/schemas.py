@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from contract.jobs import SEED_MODULUS, CancelReason, JobErrorType, JobStatus, Priority, Stage, WebhookEvent
+from contract.jobs import (
+    SEED_MODULUS,
+    CancelReason,
+    GenerationInputs,
+    GenerationParams,
+    JobErrorType,
+    JobStatus,
+    Priority,
+    Stage,
+    WebhookEvent,
+)
 
 
-class LoraRequest(BaseModel):
-    """One LoRA adapter for this job and its scale."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")
-    scale: float = Field(default=1.0, ge=-4, le=4)
-
-
-class GenerationCreate(BaseModel):
+class GenerationCreate(GenerationInputs):
     """Body of `POST /v1/generations`. Omitted fields take the model's defaults; limits are configured."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
-
-    prompt: str = Field(min_length=1, description="What to draw.")
-    negative_prompt: str | None = Field(default=None, description="What to steer away from.")
     width: int | None = Field(default=None, description="Pixels, a multiple of 8; default: the model's native size.")
     height: int | None = Field(default=None, description="Pixels, a multiple of 8; default: the model's native size.")
     num_inference_steps: int | None = Field(default=None, ge=1, description="Denoising steps.")
@@ -43,36 +40,15 @@ class GenerationCreate(BaseModel):
         default=None,
         description="Image-to-image: PNG, JPEG or WebP, base64 or a data URL; its size is the output size.",
     )
-    strength: float | None = Field(
-        default=None, gt=0, le=1, description="With init_image: 0 keeps it, 1 ignores it; default 0.8."
-    )
     mask_image: str | None = Field(
         default=None,
-        description="Inpainting, with init_image: white pixels are "
-        "repainted, black ones kept; same size as init_image.",
-    )
-    controlnet: str | None = Field(
-        default=None,
-        max_length=100,
-        description="A ControlNet of the model (see GET /v1/models), steered by control_image.",
+        description="Inpainting, with init_image: white pixels are repainted, black ones kept; same size as "
+        "init_image.",
     )
     control_image: str | None = Field(
         default=None,
-        description="Conditioning image of the ControlNet (PNG, JPEG "
-        "or WebP, base64 or a data URL); its size is the output size.",
-    )
-    controlnet_conditioning_scale: float = Field(default=1.0, ge=0, le=2, description="Strength of the ControlNet.")
-    loras: list[LoraRequest] | None = Field(
-        default=None, description="Adapters (see GET /v1/models) active for this job only, each with its scale."
-    )
-    output_format: Literal["png", "jpeg", "webp"] = Field(default="png", description="Encoding of the images.")
-    output_quality: int = Field(default=90, ge=1, le=100, description="Quality of jpeg and webp (1-100).")
-    scheduler: str | None = Field(
-        default=None,
-        max_length=40,
-        description="Sampler by name (euler, euler_a, "
-        "dpmpp_2m, dpmpp_2m_karras, ddim, unipc; flow_euler for flow-matching models); "
-        "default: the model's own.",
+        description="Conditioning image of the ControlNet (PNG, JPEG or WebP, base64 or a data URL); its size is the "
+        "output size.",
     )
     model: str | None = Field(default=None, description="Model name; default: the configured default model.")
     priority: Priority = Field(default=Priority.NORMAL, description="high jobs are taken before normal, then low.")
@@ -95,29 +71,6 @@ class GenerationCreate(BaseModel):
         description="Called (signed, Standard Webhooks) on the events in `webhook_events`.",
     )
     webhook_events: list[WebhookEvent] | None = Field(default=None, max_length=3, description='Default: ["completed"].')
-
-
-class ResolvedParams(BaseModel):
-    """The parameters the job runs with, every default filled in."""
-
-    prompt: str
-    negative_prompt: str | None
-    width: int
-    height: int
-    num_inference_steps: int
-    guidance_scale: float
-    seed: int
-    num_images: int
-    scheduler: str | None
-    output_format: str
-    output_quality: int
-    strength: float | None = None
-    loras: list[dict[str, Any]] = Field(default_factory=list)
-    controlnet: str | None = None
-    control_image: str | None = None
-    controlnet_conditioning_scale: float = 1.0
-    init_image: str | None = Field(default=None, description="`provided` when the job had an input image.")
-    mask_image: str | None = None
 
 
 class ProgressView(BaseModel):
@@ -169,7 +122,9 @@ class JobView(BaseModel):
     estimated_finish_at: datetime | None = None
     deadline_at: datetime | None = Field(default=None, description="Must start by then, else canceled.")
     progress: ProgressView
-    params: ResolvedParams
+    params: GenerationParams = Field(
+        description="The parameters the job runs with, every default filled in; input images show as `provided`."
+    )
     images: list[ImageView] = Field(default_factory=list)
     error: ErrorView | None = None
     cancel_reason: CancelReason | None = None

@@ -12,54 +12,31 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
+from redis import Redis
 from redis.exceptions import ResponseError
 
-from app.config import ApiSettings
 from app.metrics import ApiMetrics
-from contract.jobs import JobStatus, Stage, WebhookEvent, now
-from contract.queues import webhook_log_key, webhook_retry_key, webhook_stream_key
+from app.schemas import JobView
+from app.settings import ApiSettings
+from app.ssrf import WebhookRefused, check_url
+from contract.jobs import JobRecord, JobStatus, Stage, WebhookEvent, now
+from contract.keys import webhook_log_key, webhook_retry_key, webhook_stream_key, webhook_throttle_key
+from contract.records import JobStore
 
 log = logging.getLogger(__name__)
 
 GROUP = "dispatchers"
 MAX_RETRY_DELAY_SECONDS = 1800.0
-
-
-class WebhookRefused(ValueError):
-    """A webhook URL that may not be called (scheme, unresolvable, or a non-public address)."""
-
-
-def check_url(url: str, allowed_networks: list[str]) -> None:
-    """Refuse non-http(s) URLs and hosts that resolve to loopback, private, link-local or metadata addresses."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookRefused("webhook_url must be an http or https URL with a host")
-    if parts.username or parts.password:
-        raise WebhookRefused("webhook_url must not carry credentials")
-    try:
-        infos = socket.getaddrinfo(
-            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), proto=socket.IPPROTO_TCP
-        )
-    except (socket.gaierror, UnicodeError):
-        raise WebhookRefused(f"webhook_url host {parts.hostname!r} does not resolve") from None
-    allowed = [ipaddress.ip_network(n) for n in allowed_networks]
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if any(address in network for network in allowed):
-            continue
-        if not address.is_global or address.is_multicast:
-            raise WebhookRefused(f"webhook_url resolves to a non-public address ({address}); refused")
 
 
 def secret_bytes(secret: str) -> bytes:
@@ -84,12 +61,40 @@ def event_of(state: dict[str, Any]) -> WebhookEvent | None:
     return None
 
 
-class WebhookDispatcher:
-    """Consumes job changes and delivers the subscribed ones; `render(job_id, state)` builds the body."""
+class DeliveryLog:
+    """Each job's webhook delivery attempts and their outcomes (a capped Redis list, kept past retention)."""
 
-    def __init__(self, service: Any, render: Any, settings: ApiSettings, metrics: ApiMetrics) -> None:
-        self.service, self.render, self.settings, self.metrics = service, render, settings, metrics
-        self.redis = service.redis
+    MAX_ENTRIES = 100
+
+    def __init__(self, redis: Redis, prefix: str, ttl_seconds: int) -> None:
+        self.redis, self.prefix, self.ttl_seconds = redis, prefix, ttl_seconds
+
+    def __call__(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's delivery attempts, oldest first."""
+        raw: list[bytes] = self.redis.lrange(webhook_log_key(self.prefix, job_id), 0, -1)  # type: ignore[assignment]
+        return [json.loads(entry) for entry in raw]
+
+    def append(self, job_id: str, entry: dict[str, Any]) -> None:
+        """Record one attempt."""
+        key = webhook_log_key(self.prefix, job_id)
+        with self.redis.pipeline() as pipe:
+            pipe.rpush(key, json.dumps(entry))
+            pipe.ltrim(key, -self.MAX_ENTRIES, -1)
+            pipe.expire(key, self.ttl_seconds)
+            pipe.execute()
+
+
+Render = Callable[[JobRecord, dict[str, Any]], JobView]
+
+
+class WebhookDispatcher:
+    """Consumes job changes and delivers the subscribed ones; `render(record, state)` builds the body."""
+
+    def __init__(
+        self, store: JobStore, render: Render, log_: DeliveryLog, settings: ApiSettings, metrics: ApiMetrics
+    ) -> None:
+        self.store, self.render, self.log, self.settings, self.metrics = store, render, log_, settings, metrics
+        self.redis = store.redis
         self.prefix = settings.key_prefix
         self.consumer = f"{socket.gethostname()}-{id(self)}"
         self._stop = threading.Event()
@@ -119,7 +124,9 @@ class WebhookDispatcher:
             try:
                 self._ensure_group(stream)
                 self._send_due_retries()
-                batch = self.redis.xreadgroup(GROUP, self.consumer, {stream: ">"}, count=50, block=200)
+                batch: list[Any] = self.redis.xreadgroup(  # type: ignore[assignment]
+                    GROUP, self.consumer, {stream: ">"}, count=50, block=200
+                )
                 for _, entries in batch or []:
                     for entry_id, fields in entries:
                         self._handle(fields)
@@ -139,11 +146,11 @@ class WebhookDispatcher:
         job_id = fields[b"job"].decode().rsplit(":", 1)[1]
         state = json.loads(fields[b"state"])
         event = event_of(state)
-        record = self.service.store.get(job_id)
+        record = self.store.get(job_id)
         if event is None or record is None or not record.webhook_url or event not in record.webhook_events:
             return
         if event == WebhookEvent.PROGRESS and not self.redis.set(
-            f"{self.prefix}:webhook-throttle:{job_id}", "1", nx=True, px=1000
+            webhook_throttle_key(self.prefix, job_id), "1", nx=True, px=1000
         ):
             return
         view = self.render(record, state)
@@ -163,7 +170,8 @@ class WebhookDispatcher:
 
     def _send_due_retries(self) -> None:
         key = webhook_retry_key(self.prefix)
-        for member in self.redis.zrangebyscore(key, "-inf", now(), start=0, num=20):
+        due: list[bytes] = self.redis.zrangebyscore(key, "-inf", now(), start=0, num=20)  # type: ignore[assignment]
+        for member in due:
             if self.redis.zrem(key, member):  # whoever removes it owns the retry
                 self._senders.submit(self._attempt, json.loads(member))
 
@@ -183,12 +191,7 @@ class WebhookDispatcher:
             entry["outcome"] = "retrying"
             self.redis.zadd(webhook_retry_key(self.prefix), {json.dumps(delivery): now() + delay})
         self.metrics.webhook_deliveries.labels(delivery["event"], entry["outcome"]).inc()
-        key = webhook_log_key(self.prefix, delivery["job_id"])
-        with self.redis.pipeline() as pipe:
-            pipe.rpush(key, json.dumps(entry))
-            pipe.ltrim(key, -100, -1)
-            pipe.expire(key, self.settings.job_retention_seconds + self.settings.webhook_retry_window_seconds)
-            pipe.execute()
+        self.log.append(delivery["job_id"], entry)
 
     def _post(self, delivery: dict[str, Any]) -> tuple[str, str, bool]:
         """(outcome, detail, retry?) of one attempt."""

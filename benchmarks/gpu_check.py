@@ -21,8 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from contract.jobs import GenerationParams
-from worker.config import WorkerSettings
-from worker.pipeline import WarmPipeline, load, pick_runtime
+from worker.loading import load, pick_runtime
+from worker.pipeline import WarmPipeline
+from worker.settings import WorkerSettings
 from worker.tiny import build_sd, build_tokenizer
 
 

@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from contract.jobs import GenerationParams
 from tests.helpers import RedisServer, start_api, start_worker, wait_ready
-from worker.config import WorkerSettings
-from worker.pipeline import WarmPipeline, load, pick_runtime
+from worker.loading import load, pick_runtime
+from worker.pipeline import WarmPipeline
+from worker.settings import WorkerSettings
 from worker.tiny import build_sd, build_sd3
 
 
@@ -73,7 +74,7 @@ def bench_service(model: Path, steps: int, runs: int, tmp: Path) -> None:
     env = {
         "REDIS_URL": server.url,
         "DIFFUSION_KEY_PREFIX": prefix,
-        "DIFFUSION_STORAGE_DIR": str(tmp / "img"),
+        "DIFFUSION_STORAGE_URL": str(tmp / "img"),
         "DIFFUSION_URL_SIGNING_SECRET": "bench",
         "DIFFUSION_CPU_THREADS": "0",
         "DIFFUSION_DEFAULT_MODEL": "bench",

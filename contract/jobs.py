@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,33 +72,67 @@ class JobErrorType(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
-class GenerationParams(BaseModel):
-    """Fully resolved parameters of one generation: nothing is left for the worker to pick."""
+class LoraSpec(BaseModel):
+    """One LoRA adapter active for a job, and its scale."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prompt: str
-    negative_prompt: str | None = None
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="An adapter of the model (GET /v1/models).")
+    scale: float = Field(default=1.0, ge=-4, le=4, description="Strength; 0 is none, negative inverts it.")
+
+
+class GenerationInputs(BaseModel):
+    """Fields a request gives and a job runs with unchanged.
+
+    Declared once: the API's request body and the queued parameters both extend this class, so a
+    new pass-through field is added here and read where the pipeline is called.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field(min_length=1, description="What to draw.")
+    negative_prompt: str | None = Field(default=None, description="What to steer away from.")
+    strength: float | None = Field(
+        default=None, gt=0, le=1, description="With init_image: 0 keeps it, 1 ignores it; default 0.8."
+    )
+    controlnet: str | None = Field(
+        default=None,
+        max_length=100,
+        description="A ControlNet of the model (GET /v1/models), steered by control_image.",
+    )
+    controlnet_conditioning_scale: float = Field(default=1.0, ge=0, le=2, description="Strength of the ControlNet.")
+    loras: list[LoraSpec] = Field(default_factory=list, description="Adapters active for this job only.")
+    output_format: Literal["png", "jpeg", "webp"] = Field(default="png", description="Encoding of the images.")
+    output_quality: int = Field(default=90, ge=1, le=100, description="Quality of jpeg and webp (1-100).")
+    scheduler: str | None = Field(
+        default=None,
+        max_length=40,
+        description="Sampler by name (euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ddim, unipc, lcm; flow_euler for "
+        "flow-matching models); default: the model's own.",
+    )
+
+
+class GenerationParams(GenerationInputs):
+    """Fully resolved parameters of one generation: nothing is left for the worker to pick."""
+
     width: int
     height: int
     num_inference_steps: int
     guidance_scale: float
     seed: int = Field(ge=0, lt=SEED_MODULUS)
     num_images: int = Field(ge=1)
-    scheduler: str | None = None
-    output_format: str = "png"
-    output_quality: int = 90
-    strength: float | None = None  # image-to-image / inpainting: how far from the input image to go
-    init_image: str | None = None  # storage key of the input image
+    init_image: str | None = None  # storage key of the input image (image-to-image, inpainting)
     mask_image: str | None = None  # storage key of the inpainting mask (white = repaint)
-    loras: list[dict[str, Any]] = Field(default_factory=list)  # [{"name", "scale"}], active for this job only
-    controlnet: str | None = None  # name of a ControlNet configured on the model's workers
-    control_image: str | None = None  # storage key of its conditioning image
-    controlnet_conditioning_scale: float = 1.0
+    control_image: str | None = None  # storage key of the ControlNet's conditioning image
 
     def image_seed(self, index: int) -> int:
         """Seed of image `index`: image k of a request regenerates alone with `seed=image_seed(k), num_images=1`."""
         return (self.seed + index) % SEED_MODULUS
+
+    @property
+    def megapixel_steps(self) -> float:
+        """Denoising work of the job: steps x megapixels x images (what step cost is measured per)."""
+        return self.num_inference_steps * self.width * self.height / 1e6 * self.num_images
 
 
 class JobPayload(BaseModel):

@@ -24,7 +24,7 @@ from contract.jobs import (
     Stage,
     now,
 )
-from contract.queues import deadlines_key, events_key, index_key, job_key, webhook_stream_key
+from contract.keys import deadlines_key, events_key, index_key, job_key, webhook_stream_key
 
 # KEYS[1] = job hash, KEYS[2] = event stream, KEYS[3] = webhook stream; ARGV[1] = JSON list of statuses the job may move
 # from, ARGV[2] = TTL seconds (0 = keep), ARGV[3] = field to increment ("" for none),
@@ -70,6 +70,12 @@ def _encode(record: JobRecord) -> dict[str, str]:
     return {name: json.dumps(value) for name, value in data.items()}
 
 
+def _decode(raw: Mapping[bytes, bytes]) -> JobRecord | None:
+    if not raw or b"status" not in raw:
+        return None
+    return JobRecord.model_validate({k.decode(): json.loads(v) for k, v in raw.items()})
+
+
 class JobStore:
     """Reads and writes job records; shared by the API (create, read, cancel) and workers (progress, finish)."""
 
@@ -102,10 +108,14 @@ class JobStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         """The record, or None once it is unknown or past retention."""
-        raw: Mapping[bytes, bytes] = self.redis.hgetall(self.key(job_id))  # type: ignore[assignment]
-        if not raw or b"status" not in raw:
-            return None
-        return JobRecord.model_validate({k.decode(): json.loads(v) for k, v in raw.items()})
+        return _decode(self.redis.hgetall(self.key(job_id)))  # type: ignore[arg-type]
+
+    def get_many(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
+        """Records of several jobs in one round trip (None where unknown or past retention)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self.key(job_id))
+            return [_decode(raw) for raw in pipe.execute()]
 
     def transition(
         self,

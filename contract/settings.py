@@ -26,7 +26,11 @@ class CommonSettings(BaseSettings):
     )
     key_prefix: str = Field(default="diffusion", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
     default_model: str = Field(default="shapes", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    storage_dir: Path = Path("var/images")
+    storage_url: str = Field(
+        default="var/images",
+        pattern=r"^(file://.+|[^:]+)$",
+        description="Where images live: a directory path or file:// URL.",
+    )
     job_retention_seconds: int = Field(default=24 * 3600, ge=1)
     job_timeout_seconds: int = Field(default=600, ge=1)
     models_file: Path | None = Field(default=None, description="JSON file naming the served models.")

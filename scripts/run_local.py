@@ -65,6 +65,15 @@ def demo(base: str) -> Path:
         return out
 
 
+def start_redis(procs: list[subprocess.Popen[bytes]]) -> str:
+    """A private redis-server for the demo (no persistence); returns its URL."""
+    port = free_port()
+    (VAR / "redis").mkdir(exist_ok=True)
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(VAR / "redis")]
+    procs.append(start(["redis-server", *args], {}, VAR / "redis.log"))
+    return f"redis://127.0.0.1:{port}/0"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("DIFFUSION_PORT", "8000")))
@@ -77,34 +86,13 @@ def main() -> None:
     # Leave a core to Redis and the API: OpenMP threads that compete for every core spin and stall.
     threads = os.environ.get("DIFFUSION_CPU_THREADS", str(max(1, (os.cpu_count() or 2) - 1)))
     env = {
-        "DIFFUSION_STORAGE_DIR": str(VAR / "images"),
+        "DIFFUSION_STORAGE_URL": str(VAR / "images"),
         "DIFFUSION_CPU_THREADS": threads,
         "DIFFUSION_URL_SIGNING_SECRET": os.environ.get("DIFFUSION_URL_SIGNING_SECRET", "local-dev-secret"),
     }
     try:
         if "REDIS_URL" not in os.environ:
-            port = free_port()
-            (VAR / "redis").mkdir(exist_ok=True)
-            procs.append(
-                start(
-                    [
-                        "redis-server",
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        str(VAR / "redis"),
-                    ],
-                    {},
-                    VAR / "redis.log",
-                )
-            )
-            env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+            env["REDIS_URL"] = start_redis(procs)
         env.setdefault(
             "DIFFUSION_MODELS_FILE", os.environ.get("DIFFUSION_MODELS_FILE", str(ROOT / "deploy" / "models.json"))
         )

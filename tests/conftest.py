@@ -91,7 +91,7 @@ class Stack:
     @property
     def storage(self) -> Path:
         """The image directory API and workers share."""
-        return Path(self.env["DIFFUSION_STORAGE_DIR"])
+        return Path(self.env["DIFFUSION_STORAGE_URL"])
 
     @property
     def base(self) -> str:
@@ -108,7 +108,7 @@ def stack_env(redis_url: str, prefix: str, storage: Path, **extra: str) -> dict[
     return {
         "REDIS_URL": redis_url,
         "DIFFUSION_KEY_PREFIX": prefix,
-        "DIFFUSION_STORAGE_DIR": str(storage),
+        "DIFFUSION_STORAGE_URL": str(storage),
         "DIFFUSION_URL_SIGNING_SECRET": SECRET,
         "DIFFUSION_DEFAULT_MODEL": "tiny-sd",
         "DIFFUSION_SERVED_MODELS": '["tiny-sd","tiny-sd3"]',

@@ -1,7 +1,11 @@
-"""Real processes for tests: a private redis-server, the API under uvicorn, `python -m worker`."""
+"""Shared test helpers: real processes (a private redis-server, the API under uvicorn, `python -m worker`),
+jobs over HTTP against them, and the warm pipeline in-process."""
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import os
 import signal
 import socket
@@ -11,9 +15,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import numpy as np
+from PIL import Image
 from redis import Redis
+
+if TYPE_CHECKING:
+    from contract.jobs import GenerationParams
+    from worker.pipeline import WarmPipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -189,3 +200,127 @@ def wait_ready(
                 f"{quiet:.0f}s):\n{log_tail(service)}"
             )
         time.sleep(0.2)
+
+
+# Jobs over HTTP against a running API.
+
+
+def run_job(client: httpx.Client, body: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    """Submit and poll until the job ends; returns the final job object."""
+    response = client.post("/v1/generations", json=body)
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/v1/generations/{response.json()['id']}"
+    location = response.headers["location"]
+
+    def finished() -> dict[str, Any] | None:
+        job = client.get(location).json()
+        return job if job["status"] in ("succeeded", "failed", "canceled") else None
+
+    return wait_for(finished, timeout, "the job to finish", interval=0.05)  # type: ignore[return-value]
+
+
+def fetch_pixels(client: httpx.Client, url: str) -> np.ndarray:
+    """Download an image by its signed URL and decode it."""
+    response = client.get(url)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")).astype(int)
+
+
+def run_job_by_id(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    done = wait_for(
+        lambda: (j := client.get(f"/v1/generations/{job_id}").json())["status"] == "succeeded" and j,
+        60,
+        "the replay to finish",
+    )
+    return done  # type: ignore[return-value]
+
+
+def encoded(image: Image.Image) -> str:
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def submit(client: httpx.Client, **body: Any) -> dict[str, Any]:
+    response = client.post("/v1/generations", json={"prompt": "p", "num_inference_steps": 2, **body})
+    assert response.status_code == 202, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def job(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    return client.get(f"/v1/generations/{job_id}").json()  # type: ignore[no-any-return]
+
+
+def wait_status(client: httpx.Client, job_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
+    found = wait_for(
+        lambda: (j := job(client, job_id))["status"] in statuses and j,
+        timeout,
+        f"job to reach {statuses}",
+        interval=0.03,
+    )
+    return found  # type: ignore[return-value]
+
+
+def wait_step(client: httpx.Client, job_id: str, step: int) -> dict[str, Any]:
+    found = wait_for(
+        lambda: (j := job(client, job_id))["progress"]["step"] >= step and j, 60, f"step {step}", interval=0.02
+    )
+    return found  # type: ignore[return-value]
+
+
+def sse(
+    client: httpx.Client, job_id: str, last_event_id: str | None = None, stop_after: int | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Read the event stream: (event id, job object) pairs, until it closes or `stop_after` events."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    events: list[tuple[str, dict[str, Any]]] = []
+    event_id = ""
+    with client.stream("GET", f"/v1/generations/{job_id}/events", headers=headers, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("data: "):
+                events.append((event_id, json.loads(line[6:])))
+                if stop_after is not None and len(events) >= stop_after:
+                    break
+    return events
+
+
+def unsigned(view: dict[str, Any]) -> dict[str, Any]:
+    """A job object without its image URLs, which are signed afresh (new expiry) on every read."""
+    images = [{k: v for k, v in image.items() if k not in ("url", "url_expires_at")} for image in view["images"]]
+    return {**view, "images": images}
+
+
+# The warm pipeline in-process.
+
+
+def warm(model: Path, **overrides: object) -> WarmPipeline:
+    """A warm pipeline on the CPU over a model folder, with settings overrides."""
+    from worker.loading import load, pick_runtime
+    from worker.pipeline import WarmPipeline
+    from worker.settings import WorkerSettings
+
+    settings = WorkerSettings(model_source=str(model), device="cpu", **overrides)  # type: ignore[arg-type]
+    runtime = pick_runtime(settings)
+    return WarmPipeline(load(settings, runtime), runtime, settings)
+
+
+def params(**overrides: object) -> GenerationParams:
+    """Resolved parameters of a small job (64x64, 3 steps), with overrides."""
+    from contract.jobs import GenerationParams
+
+    base: dict[str, object] = {
+        "prompt": "a red circle",
+        "width": 64,
+        "height": 64,
+        "num_inference_steps": 3,
+        "guidance_scale": 6.0,
+        "seed": 10,
+        "num_images": 1,
+    }
+    return GenerationParams(**(base | overrides))  # type: ignore[arg-type]

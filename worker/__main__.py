@@ -11,7 +11,7 @@ import sys
 
 from contract import logs
 from contract.settings import load_settings, read_models_file
-from worker.config import WorkerSettings
+from worker.settings import WorkerSettings
 
 
 def parse_args(argv: list[str] | None = None) -> dict[str, object]:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     burst = bool(overrides.pop("burst", False))
     settings = settings_for(overrides)
     logs.configure(settings.log_format, settings.log_level)
-    from worker.service import run
+    from worker.process import run
 
     return run(settings, burst)
 

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,122 +20,24 @@ from diffusers import (
     AutoPipelineForImage2Image,
     AutoPipelineForInpainting,
     AutoPipelineForText2Image,
-    ControlNetModel,
     DiffusionPipeline,
 )
 from PIL.Image import Image as PILImage
 
-from contract.jobs import GenerationParams
-from worker import metrics, provenance, schedulers
-from worker.config import WorkerSettings
-from worker.loras import HotswapLoras, LoraLibrary
+from contract.jobs import GenerationParams, LoraSpec
+from worker import provenance, schedulers
+from worker.compiling import compile_denoiser
+from worker.failures import BadOutput, InvalidInput
+from worker.hotswap import HotswapLoras
+from worker.loading import Runtime, denoiser_of, load_controlnets, native_size
+from worker.loras import LoraLibrary
+from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 StepHook = Callable[[int, int, float], bool]  # (steps done, total steps, step seconds) -> keep going?
 PreviewHook = Callable[[int, Any], None]  # (steps done, latents of the batch)
-
-# Linear map from Stable Diffusion 1.x/2.x latents to RGB: a cheap preview, no VAE decode.
-SD_LATENT_RGB = (
-    (0.3512, 0.2297, 0.3227),
-    (0.3250, 0.4974, 0.2350),
-    (-0.2829, 0.1762, 0.2721),
-    (-0.2120, -0.2616, -0.7177),
-)
-
-
-class ModelLoadError(RuntimeError):
-    """The model cannot be loaded; the message says what to do."""
-
-
-class BadOutput(RuntimeError):
-    """The pipeline produced non-finite pixels (fp16 overflow): a black image is never stored."""
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how the pipeline runs."""
-
-    device: torch.device
-    dtype: torch.dtype
-
-
-def pick_runtime(settings: WorkerSettings) -> Runtime:
-    """CUDA with fp16 when available (bf16 selectable), else CPU with fp32."""
-    name = settings.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if settings.dtype != "auto":
-        dtype = getattr(torch, settings.dtype)
-    else:
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-    if device.type == "cpu" and settings.cpu_threads:
-        torch.set_num_threads(settings.cpu_threads)
-    if device.type == "cpu" and dtype == torch.float16:
-        raise ModelLoadError("float16 is not supported on CPU; use float32 or bfloat16")
-    return Runtime(device, dtype)
-
-
-def _absent_components(source: str, local_files_only: bool) -> dict[str, None]:
-    """Components saved as `[null, null]` in model_index.json, passed as None so optional encoders stay out."""
-    path = Path(source) / "model_index.json"
-    if not path.is_file():
-        from huggingface_hub import hf_hub_download
-
-        path = Path(hf_hub_download(source, "model_index.json", local_files_only=local_files_only))
-    index = json.loads(path.read_text())
-    return {
-        name: None
-        for name, value in index.items()
-        if isinstance(value, list) and len(value) == 2 and value[0] is None and value[1] is None
-    }
-
-
-def load(settings: WorkerSettings, runtime: Runtime) -> DiffusionPipeline:
-    """Load the configured model from disk (or the hub cache) through diffusers' own loaders."""
-    source = settings.model_source
-    local_only = settings.local_model is not None or not settings.allow_download
-    try:
-        kwargs: dict[str, Any] = {
-            "dtype": runtime.dtype,
-            "local_files_only": local_only,
-            **_absent_components(source, local_only),
-        }
-        try:
-            pipe = AutoPipelineForText2Image.from_pretrained(source, **kwargs)
-        except ValueError:
-            pipe = DiffusionPipeline.from_pretrained(source, **kwargs)  # a class AutoPipeline does not map
-    except (OSError, ValueError) as exc:
-        hint = (
-            ""
-            if settings.local_model or settings.allow_download
-            else " (it is not a local folder nor in the Hugging Face cache; download it first or set "
-            "DIFFUSION_ALLOW_DOWNLOAD=true)"
-        )
-        raise ModelLoadError(f"cannot load model {source!r}{hint}: {exc}") from exc
-    pipe.to(runtime.device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def denoiser_of(pipe: DiffusionPipeline) -> torch.nn.Module:
-    """The network run once per step: the UNet or the transformer."""
-    for name in ("unet", "transformer", "prior"):
-        module = getattr(pipe, name, None)
-        if isinstance(module, torch.nn.Module):
-            return module
-    raise ModelLoadError(f"{type(pipe).__name__} has neither a unet nor a transformer")
-
-
-def native_size(pipe: DiffusionPipeline) -> tuple[int, int]:
-    """Width and height the model was trained at, as the pipeline itself computes its default."""
-    sample = getattr(pipe, "default_sample_size", None)
-    if sample is None:
-        sample = getattr(denoiser_of(pipe).config, "sample_size", 64)
-    sample = sample[0] if isinstance(sample, list | tuple) else sample
-    side = int(sample or 64) * int(getattr(pipe, "vae_scale_factor", 8))
-    return side, side
+DEFAULT_STRENGTH = 0.8
 
 
 class StepClock:
@@ -185,40 +84,15 @@ class WarmPipeline:
             else LoraLibrary(pipe, settings.lora_dir, settings.max_loaded_loras)
         )
         self.phase = "warmup"  # label of compilations: expected during warm-up, a recompile afterwards
-        self.controlnets = self._load_controlnets()
+        self.controlnets = load_controlnets(pipe, settings, runtime)
         if settings.compile:
-            self._compile()
+            compile_denoiser(pipe, settings, lambda: self.phase)
         denoiser_of(self.pipe).register_forward_pre_hook(self.clock.mark_forward)
 
     @property
     def pipeline_class(self) -> str:
         """Class name of the loaded pipeline."""
         return type(self.pipe).__name__
-
-    def _compile(self) -> None:
-        name = next(n for n in ("unet", "transformer") if hasattr(self.pipe, n))
-        module = getattr(self.pipe, name)
-        module.to(memory_format=torch.channels_last)
-        # Inductor with the configured mode, as torch.compile(mode=...) builds it, wrapped to count
-        # each graph it compiles: after warm-up every one is a recompile that a request paid for.
-        inductor = torch._TorchCompileInductorWrapper(self.settings.compile_mode, None, None)  # type: ignore[no-untyped-call]
-
-        def counting_backend(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Any:
-            metrics.COMPILATIONS.labels(self.settings.name, self.phase).inc()
-            if self.phase != "warmup":
-                log.warning("torch.compile recompiled the denoiser while serving", extra={"model": self.settings.name})
-            # Logged before and after: a compile takes seconds to minutes, and whoever waits for the
-            # worker (an orchestrator, a test) can tell a slow compile from a hung process.
-            log.info("compiling a denoiser graph", extra={"phase": self.phase, "nodes": len(graph.graph.nodes)})
-            started = time.perf_counter()
-            compiled = inductor(graph, example_inputs)
-            log.info(
-                "compiled a denoiser graph",
-                extra={"phase": self.phase, "seconds": round(time.perf_counter() - started, 2)},
-            )
-            return compiled
-
-        setattr(self.pipe, name, torch.compile(module, backend=counting_backend, fullgraph=False))
 
     def warm_sizes(self) -> list[tuple[int, int]]:
         """Configured warm-up sizes, or the native size."""
@@ -264,21 +138,6 @@ class WarmPipeline:
     def default_scheduler(self) -> str:
         """Name of the model's own scheduler."""
         return schedulers.name_of(self.pipe.scheduler)
-
-    def _load_controlnets(self) -> dict[str, Any]:
-        """Load the configured ControlNets; keep the ones that form a pipeline with this model."""
-        loaded = {}
-        for name, source in self.settings.controlnets.items():
-            local = Path(source).exists() or not self.settings.allow_download
-            try:
-                model = ControlNetModel.from_pretrained(source, torch_dtype=self.runtime.dtype, local_files_only=local)
-                model.to(self.runtime.device)
-                AutoPipelineForText2Image.from_pipe(self.pipe, controlnet=model)
-            except (OSError, ValueError, TypeError) as exc:
-                log.warning("ControlNet not usable with this model", extra={"controlnet": name, "reason": str(exc)})
-                continue
-            loaded[name] = model
-        return loaded
 
     def _variant(self, kind: str) -> DiffusionPipeline:
         if kind not in self._variants:
@@ -335,22 +194,9 @@ class WarmPipeline:
         kind = "inpaint" if "mask" in inputs else "image" if "init" in inputs else "text"
         if params.controlnet is not None:
             if params.controlnet not in self.controlnets:
-                raise ValueError(f"ControlNet {params.controlnet!r} is not loaded on this worker")
+                raise InvalidInput(f"ControlNet {params.controlnet!r} is not loaded on this worker")
             kind = f"control:{params.controlnet}"
         pipe = self._job_pipeline(kind, params.scheduler)
-        extra: dict[str, Any] = {}
-        if "width" in inspect.signature(type(pipe).__call__).parameters:
-            # Some image-to-image pipelines (SD 1.x) take the size from the image; others (SD3)
-            # would fall back to their native size without it.
-            extra = {"width": params.width, "height": params.height}
-        if kind in ("image", "inpaint"):
-            extra |= {"image": inputs["init"], "strength": params.strength or 0.8}
-            if kind == "inpaint":
-                extra["mask_image"] = inputs["mask"]
-        if params.controlnet is not None:
-            extra |= {"image": inputs["control"], "controlnet_conditioning_scale": params.controlnet_conditioning_scale}
-        # CPU generators: the same seed gives the same starting noise on every device.
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
 
         def callback(p: DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             total = int(getattr(p, "_num_timesteps", None) or params.num_inference_steps)
@@ -365,11 +211,12 @@ class WarmPipeline:
             result = pipe(
                 prompt=params.prompt,
                 negative_prompt=params.negative_prompt,
-                **extra,
+                **_image_inputs(pipe, kind, params, inputs),
                 num_inference_steps=params.num_inference_steps,
                 guidance_scale=params.guidance_scale,
                 num_images_per_prompt=len(seeds),
-                generator=generators,
+                # CPU generators: the same seed gives the same starting noise on every device.
+                generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
                 output_type="np",
                 callback_on_step_end=callback,
             )
@@ -379,7 +226,7 @@ class WarmPipeline:
             raise BadOutput("the pipeline produced non-finite pixels (numeric overflow); try bfloat16 or float32")
         return list((pixels * 255).round().clip(0, 255).astype(np.uint8))
 
-    def reproducibility(self, model: str, seed: int, loras: list[dict[str, Any]]) -> dict[str, Any]:
+    def reproducibility(self, model: str, seed: int, loras: list[LoraSpec]) -> dict[str, Any]:
         """The record that lets image `seed` of the last job be regenerated exactly."""
         record = provenance.record(
             model,
@@ -390,7 +237,7 @@ class WarmPipeline:
             self.runtime.device,
             self.settings.compile,
         )
-        record["loras"] = [{**lora, "sha256": self.loras.hashes.get(lora["name"])} for lora in loras]
+        record["loras"] = [{**lora.model_dump(), "sha256": self.loras.hashes.get(lora.name)} for lora in loras]
         return record
 
     def release_memory(self) -> None:
@@ -409,18 +256,19 @@ class WarmPipeline:
         }
 
 
-def latent_preview(latents: Any, max_side: int = 128) -> np.ndarray | None:
-    """A rough RGB picture of the first image's latents (HxWx3 uint8), or None for packed latents."""
-    if latents is None or latents.ndim != 4:
-        return None
-    first = latents[0].float().cpu()
-    if first.shape[0] == len(SD_LATENT_RGB):
-        rgb = torch.einsum("chw,cr->hwr", first, torch.tensor(SD_LATENT_RGB))
-        rgb = ((rgb + 1) / 2).clamp(0, 1)
-    else:  # no known map: the first three channels, each stretched to [0, 1]
-        rgb = first[:3].permute(1, 2, 0)
-        low, high = rgb.amin(dim=(0, 1)), rgb.amax(dim=(0, 1))
-        rgb = (rgb - low) / (high - low + 1e-6)
-    array = (rgb.numpy() * 255).round().astype(np.uint8)
-    scale = max(1, max(array.shape[:2]) // max_side)
-    return array[::scale, ::scale]
+def _image_inputs(
+    pipe: DiffusionPipeline, kind: str, params: GenerationParams, inputs: Mapping[str, PILImage]
+) -> dict[str, Any]:
+    """The size and input-image arguments of a pipeline call for this kind of job."""
+    extra: dict[str, Any] = {}
+    if "width" in inspect.signature(type(pipe).__call__).parameters:
+        # Some image-to-image pipelines (SD 1.x) take the size from the image; others (SD3)
+        # would fall back to their native size without it.
+        extra = {"width": params.width, "height": params.height}
+    if kind in ("image", "inpaint"):
+        extra |= {"image": inputs["init"], "strength": params.strength or DEFAULT_STRENGTH}
+        if kind == "inpaint":
+            extra["mask_image"] = inputs["mask"]
+    if params.controlnet is not None:
+        extra |= {"image": inputs["control"], "controlnet_conditioning_scale": params.controlnet_conditioning_scale}
+    return extra

@@ -8,7 +8,7 @@ from typing import Any
 from rq import SimpleWorker
 from rq.job import Job
 
-from contract.queues import ALLOWED_FUNCTIONS
+from contract.keys import ALLOWED_FUNCTIONS
 
 
 class UnknownJobFunction(Exception):

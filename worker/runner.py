@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import time
 from collections.abc import Callable
 
 import numpy as np
-import torch
 from PIL import Image
 
 from contract.jobs import (
@@ -23,26 +23,20 @@ from contract.jobs import (
     now,
 )
 from contract.logs import bind, prompt_digest
-from contract.queues import step_rate_key
+from contract.models import StepRates
 from contract.records import JobStore
-from contract.storage import LocalStorage, content_type_of, image_key
-from worker import metrics
-from worker.config import WorkerSettings
+from contract.storage import Storage, StorageError, content_type_of, image_key
+from worker import failures, metrics
 from worker.encoding import encode, encode_jpeg
-from worker.pipeline import BadOutput, WarmPipeline, latent_preview
+from worker.failures import JobFailed
+from worker.pipeline import WarmPipeline
+from worker.previews import latent_preview
+from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 Heartbeat = Callable[[], None]
 RATE_WEIGHT = 0.3  # weight of the newest job in the moving averages of step cost
-
-
-class JobFailed(Exception):
-    """A failure that ends the job with a client-facing error (no retry: the input or the output is at fault)."""
-
-    def __init__(self, type_: JobErrorType, message: str) -> None:
-        super().__init__(message)
-        self.error = JobError(type=type_, message=message)
 
 
 class Canceled(Exception):
@@ -57,7 +51,7 @@ class Runner:
     """Owns the warm pipeline and executes payloads one at a time."""
 
     def __init__(
-        self, warm: WarmPipeline, store: JobStore, storage: LocalStorage, model: str, settings: WorkerSettings
+        self, warm: WarmPipeline, store: JobStore, storage: Storage, model: str, settings: WorkerSettings
     ) -> None:
         self.warm, self.store, self.storage = warm, store, storage
         self.model, self.worker_id = model, settings.worker_id
@@ -66,10 +60,12 @@ class Runner:
         self.png_metadata = settings.png_metadata
 
     def run(self, payload: JobPayload, heartbeat: Heartbeat) -> dict[str, object]:
-        """Execute a job to a terminal record; returns a small summary for RQ's result."""
-        job_id = payload.job_id
+        """Execute a job to a terminal record; returns a small summary for RQ's result.
+
+        Raises `failures.DeviceLost` when the device is unusable: the process must exit.
+        """
+        job_id, params = payload.job_id, payload.params
         with bind(job_id=job_id, model=self.model):
-            params = payload.params
             if payload.start_by is not None and now() > payload.start_by:
                 # Time-to-start deadline passed while queued: end it without touching the device.
                 if self.store.cancel(job_id, CancelReason.DEADLINE, only_queued=True):
@@ -92,14 +88,15 @@ class Runner:
             metrics.WORKER_BUSY.labels(self.model).set(1)
             try:
                 images = self._generate_and_store(payload, heartbeat)
-            except JobFailed as exc:
-                self._finish_failed(payload, exc.error)
-                return {"failed": exc.error.type.value}
             except Canceled as exc:
                 self.store.note_stop(job_id, exc.progress)
                 metrics.JOBS_FINISHED.labels(self.model, "canceled", CancelReason.CLIENT.value).inc()
                 log.info("job canceled while running", extra={"stopped_at_step": exc.progress.step})
                 return {"canceled": exc.progress.step}
+            except Exception as exc:
+                error = failures.classify(exc)  # raises DeviceLost when the process must go
+                self._finish_failed(payload, error, exc)
+                return {"failed": error.type.value}
             finally:
                 metrics.WORKER_BUSY.labels(self.model).set(0)
                 self._observe_memory()
@@ -138,24 +135,11 @@ class Runner:
             picture = latent_preview(latents)
             if picture is not None:
                 data = base64.b64encode(encode_jpeg(picture)).decode()
-                total = params.num_inference_steps
-                self.store.set_progress(
-                    payload.job_id, Progress.at(Stage.DENOISING, done, total), preview=f"data:image/jpeg;base64,{data}"
-                )
+                progress = Progress.at(Stage.DENOISING, done, params.num_inference_steps)
+                self.store.set_progress(payload.job_id, progress, preview=f"data:image/jpeg;base64,{data}")
 
         started = time.perf_counter()
-        try:
-            pixels = self.warm.generate(params, on_step, on_preview, payload.preview_every or 0, self._inputs(params))
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            raise JobFailed(
-                JobErrorType.OUT_OF_MEMORY, "the GPU ran out of memory; try fewer images or a smaller size"
-            ) from None
-        except BadOutput as exc:
-            raise JobFailed(JobErrorType.BAD_OUTPUT, str(exc)) from None
-        except (ValueError, TypeError) as exc:  # UnknownScheduler and LoraError included
-            # diffusers validates its inputs with ValueError (e.g. a size the model cannot take).
-            raise JobFailed(JobErrorType.INVALID_INPUT, f"the pipeline refused the input: {exc}") from None
+        pixels = self.warm.generate(params, on_step, on_preview, payload.preview_every or 0, self._inputs(params))
         if canceled_at is not None:
             del pixels
             self.warm.release_memory()
@@ -163,25 +147,17 @@ class Runner:
         if timed_out:
             raise JobFailed(JobErrorType.TIMEOUT, f"the job ran over {timeout} s and was stopped")
         metrics.INFERENCE_SECONDS.labels(self.model).observe(time.perf_counter() - started)
-        self.store.set_progress(
-            payload.job_id, Progress.at(Stage.STORING, params.num_inference_steps, params.num_inference_steps)
-        )
+        steps = params.num_inference_steps
+        self.store.set_progress(payload.job_id, Progress.at(Stage.STORING, steps, steps))
         images = self._store(payload, pixels, heartbeat)
-        self._measure(payload, denoise_seconds, time.perf_counter() - started)
+        self._measure(params, denoise_seconds, time.perf_counter() - started)
         return images
 
-    def _measure(self, payload: JobPayload, denoise_seconds: float, total_seconds: float) -> None:
+    def _measure(self, params: GenerationParams, denoise_seconds: float, total_seconds: float) -> None:
         """Fold this job's costs into the model's moving averages, which the API turns into ETAs."""
-        p = payload.params
-        work = p.num_inference_steps * p.width * p.height / 1e6 * p.num_images
-        sample = {"step_seconds_per_mpx": denoise_seconds / work, "overhead_seconds": total_seconds - denoise_seconds}
-        key = step_rate_key(self.store.prefix, self.model)
-        old = {k.decode(): float(v) for k, v in self.store.redis.hgetall(key).items()}  # type: ignore[union-attr]
-        new = {
-            name: (RATE_WEIGHT * value + (1 - RATE_WEIGHT) * old[name]) if name in old else value
-            for name, value in sample.items()
-        }
-        self.store.redis.hset(key, mapping=new)  # type: ignore[arg-type]
+        sample = StepRates.measured(params, denoise_seconds, total_seconds)
+        old = StepRates.read(self.store.redis, self.store.prefix, self.model)
+        (old.updated(sample, RATE_WEIGHT) if old else sample).save(self.store.redis, self.store.prefix, self.model)
 
     def _store(self, payload: JobPayload, pixels: list[np.ndarray], heartbeat: Heartbeat) -> list[ImageRecord]:
         records = []
@@ -192,7 +168,7 @@ class Runner:
                 text = self._png_text(payload, seed) if self.png_metadata else None
                 data = encode(array, p.output_format, p.output_quality, self.png_compress_level, text)
                 key = image_key(payload.job_id, index, p.output_format)
-                self.storage.put(key, data)
+                self.storage.put(key, data, content_type_of(key))
                 records.append(
                     ImageRecord(
                         key=key,
@@ -205,9 +181,9 @@ class Runner:
                     )
                 )
                 heartbeat()
-        except OSError as exc:
+        except StorageError:
             self.storage.delete_job(payload.job_id)  # never leave a partial set of images
-            raise JobFailed(JobErrorType.STORAGE_ERROR, f"storing the images failed: {exc.strerror}") from None
+            raise
         return records
 
     def _inputs(self, params: GenerationParams) -> dict[str, Image.Image]:
@@ -215,11 +191,8 @@ class Runner:
         found = {}
         for name, key in (("init", params.init_image), ("mask", params.mask_image), ("control", params.control_image)):
             if key is not None:
-                try:
-                    with Image.open(self.storage.path(key)) as image:
-                        found[name] = image.convert("L" if name == "mask" else "RGB")
-                except OSError as exc:
-                    raise JobFailed(JobErrorType.STORAGE_ERROR, f"the {name} image cannot be read: {exc}") from None
+                with Image.open(io.BytesIO(self.storage.get(key))) as image:
+                    found[name] = image.convert("L" if name == "mask" else "RGB")
         return found
 
     def _png_text(self, payload: JobPayload, seed: int) -> dict[str, str]:
@@ -236,11 +209,16 @@ class Runner:
             "model_revision": self.warm.fingerprint,
         }
 
-    def _finish_failed(self, payload: JobPayload, error: JobError) -> None:
+    def _finish_failed(self, payload: JobPayload, error: JobError, exc: Exception) -> None:
         self.store.fail(payload.job_id, error)
         metrics.JOBS_FINISHED.labels(self.model, "failed", error.type.value).inc()
         metrics.JOB_SECONDS.labels(self.model, "failed").observe(now() - payload.created_at)
-        log.warning("job failed", extra={"error_type": error.type.value, "error": error.message})
+        if error.type == JobErrorType.INTERNAL_ERROR:
+            log.error("job crashed", exc_info=exc)
+        else:
+            log.warning("job failed", extra={"error_type": error.type.value, "error": error.message})
+        if error.type == JobErrorType.OUT_OF_MEMORY:
+            self.warm.release_memory()
 
     def _observe_memory(self) -> None:
         for kind, value in self.warm.memory().items():

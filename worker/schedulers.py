@@ -14,6 +14,8 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+from worker.failures import InvalidInput
+
 # name -> (class, config overrides). Noise-prediction (UNet) models take the first group,
 # flow-matching (SD3, FLUX) models the second.
 NOISE_SCHEDULERS: dict[str, tuple[type[Any], dict[str, Any]]] = {
@@ -33,7 +35,7 @@ FLOW_SCHEDULERS: dict[str, tuple[type[Any], dict[str, Any]]] = {
 }
 
 
-class UnknownScheduler(ValueError):
+class UnknownScheduler(InvalidInput):
     """A scheduler name this model cannot use."""
 
 

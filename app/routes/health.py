@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from app.deps import MetricsDep, ServiceDep, SettingsDep
+from app.deps import CatalogDep, MetricsDep, SettingsDep
 
 router = APIRouter(tags=["health"])
 
@@ -36,12 +36,12 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready."}})
-def readyz(service: ServiceDep, settings: SettingsDep) -> Response:
+def readyz(catalog: CatalogDep, settings: SettingsDep) -> Response:
     """Ready when Redis answers and at least one warm worker serves the default model."""
     model = settings.default_model
     try:
-        service.redis.ping()
-        workers = service.ready_workers(model)
+        catalog.redis.ping()
+        workers = catalog.ready_workers(model)
     except RedisError as exc:
         body = Readiness(
             status="unavailable",

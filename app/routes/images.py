@@ -3,36 +3,36 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
 
 from app.deps import SignerDep, StorageDep
-from app.errors import Forbidden, NotFound, responses
-from contract.storage import InvalidKey, content_type_of, is_output
+from app.errors import Forbidden, NotFound, ServiceUnavailable, responses
+from contract.storage import InvalidKey, ObjectMissing, StorageError, content_type_of, is_output
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
 
 @router.get(
     "/{job_id}/{name}",
-    response_class=FileResponse,
+    response_class=Response,
     responses={
-        **responses(Forbidden, NotFound),
+        **responses(Forbidden, NotFound, ServiceUnavailable),
         200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "The image bytes."},
     },
 )
-def get_image(
+async def get_image(
     job_id: str,
     name: str,
     signer: SignerDep,
     storage: StorageDep,
     expires: int = Query(default=0),
     sig: str = Query(default="", max_length=128),
-) -> FileResponse:
+) -> Response:
     """An output image; the URL comes signed in the job object and stops working when it expires."""
     key = f"{job_id}/{name}"
     try:
-        path = storage.path(key)  # shape check first: nothing else reaches the filesystem
-        content_type = content_type_of(key)
+        content_type = content_type_of(key)  # shape check first: nothing else reaches the store
     except InvalidKey:
         raise NotFound("no such image", "name") from None
     if not is_output(key):
@@ -40,6 +40,12 @@ def get_image(
     reason = signer.verify(key, expires, sig) if sig else "the URL is not signed"
     if reason:
         raise Forbidden(reason, "sig")
-    if not path.is_file():
-        raise NotFound("the image no longer exists (past its retention)", "name")
-    return FileResponse(path, media_type=content_type, headers={"Cache-Control": "private, max-age=3600"})
+    try:
+        data = await run_in_threadpool(storage.get, key)
+    except ObjectMissing:
+        raise NotFound("the image no longer exists (past its retention)", "name") from None
+    except StorageError:
+        raise ServiceUnavailable(
+            "the image store is unreachable; retry shortly", headers={"Retry-After": "5"}
+        ) from None
+    return Response(data, media_type=content_type, headers={"Cache-Control": "private, max-age=3600"})

@@ -2,38 +2,42 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from typing import TYPE_CHECKING, Any
 
-from app.deps import ServiceDep, SettingsDep
+from fastapi import APIRouter
+from pydantic import BaseModel, Field, create_model
+
+from app.deps import CatalogDep
 from app.errors import ServiceUnavailable, responses
+from contract.models import ModelInfo
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-class ModelView(BaseModel):
-    """One served model; fields a worker publishes are null until a worker for it has started."""
+class ModelLoad(BaseModel):
+    """A served model and its load; the fields its workers publish (ModelInfo) follow, null until one started."""
 
     id: str
     ready_workers: int
     queue_depth: int
-    pipeline: str | None = None
-    width: int | None = None
-    height: int | None = None
-    default_steps: int | None = None
-    default_guidance_scale: float | None = None
-    scheduler: str | None = None
-    schedulers: list[str] | None = None
-    device: str | None = None
-    dtype: str | None = None
-    controlnets: list[str] | None = None
-    max_steps: int | None = None
-    fixed_guidance_scale: float | None = None
-    loras: list[dict[str, str]] | None = Field(default=None, description="Adapters that fit: name and sha256.")
-    max_loras: int | None = Field(
-        default=None,
-        description="Most adapters per request on this model's workers, "
-        "where lower than the service's limit (compiled workers: their hot-swap slots).",
+
+
+def _optional(annotation: Any) -> Any:
+    return annotation | None
+
+
+if TYPE_CHECKING:
+    ModelView = ModelLoad
+else:
+    # Every published field, optional: derived from ModelInfo so the two never drift apart.
+    ModelView = create_model(
+        "ModelView",
+        __base__=ModelLoad,
+        __doc__=ModelLoad.__doc__,
+        **{
+            name: (_optional(field.annotation), Field(default=None, description=field.description))
+            for name, field in ModelInfo.model_fields.items()
+        },
     )
 
 
@@ -45,15 +49,15 @@ class ModelList(BaseModel):
 
 
 @router.get("", response_model=ModelList, responses=responses(ServiceUnavailable))
-def list_models(service: ServiceDep, settings: SettingsDep) -> ModelList:
+def list_models(catalog: CatalogDep) -> ModelList:
     """Served models with native size, defaults, valid schedulers, ready workers and queue depth."""
-    # Published field -> view field, where the names differ.
-    renamed = {"steps": "default_steps", "guidance_scale": "default_guidance_scale"}
     views = []
-    for model in settings.models:
-        info = {renamed.get(k, k): v for k, v in service.model_defaults(model).items()}
-        known = {k: v for k, v in info.items() if k in ModelView.model_fields}
+    for model in catalog.names:
+        info = catalog.info(model)
+        published = info.model_dump() if info else {}
         views.append(
-            ModelView(id=model, ready_workers=service.ready_workers(model), queue_depth=service.depth(model), **known)
+            ModelView(
+                id=model, ready_workers=catalog.ready_workers(model), queue_depth=catalog.depth(model), **published
+            )
         )
     return ModelList(data=views)

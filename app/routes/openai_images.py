@@ -11,13 +11,12 @@ import base64
 import time
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.deps import ServiceDep, SettingsDep, SignerDep, StorageDep
+from app.deps import JobsDep, RendererDep, SettingsDep, StorageDep
 from app.errors import ApiError
-from app.routes.generations import renderer
 from app.schemas import GenerationCreate
 from contract.jobs import JobStatus
 
@@ -75,10 +74,9 @@ def openai_error(
 
 @router.post("/generations", responses={400: {"description": "OpenAI-shaped error"}})
 def create_image(
-    request: Request,
-    service: ServiceDep,
+    jobs: JobsDep,
+    render: RendererDep,
     settings: SettingsDep,
-    signer: SignerDep,
     storage: StorageDep,
     payload: dict[str, Any] = Body(...),
 ) -> JSONResponse:
@@ -102,7 +100,7 @@ def create_image(
         output_quality=req.output_compression if req.output_compression is not None else 90,
     )
     try:
-        record, _ = service.submit(body)
+        record, _ = jobs.submit(body)
     except ApiError as exc:
         param = {"num_images": "n", "width": "size", "height": "size"}.get(exc.param or "", exc.param)
         status = 400 if exc.status == 422 else exc.status
@@ -110,15 +108,13 @@ def create_image(
     deadline = time.monotonic() + settings.job_timeout_seconds + 60
     while not record.status.terminal and time.monotonic() < deadline:
         time.sleep(0.05)
-        record = service.get(record.id)
+        record = jobs.get(record.id)
     if record.status != JobStatus.SUCCEEDED:
         message = record.error.message if record.error else f"generation {record.status.value}"
         return openai_error(500, message, None, "server_error", record.error.type.value if record.error else None)
-    view = renderer(request, service, settings, signer)(record)
+    view = render(record)
     if req.response_format == "b64_json":
-        data = [
-            {"b64_json": base64.b64encode(storage.path(image.key).read_bytes()).decode()} for image in record.images
-        ]
+        data = [{"b64_json": base64.b64encode(storage.get(image.key)).decode()} for image in record.images]
     else:
         data = [{"url": image.url} for image in view.images]
     return JSONResponse(

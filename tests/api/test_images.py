@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import ApiSettings
 from app.main import create_app
+from app.settings import ApiSettings
 from app.signing import UrlSigner
 from contract.storage import LocalStorage
 from tests.helpers import RedisServer
@@ -23,10 +23,10 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"fake-but-served-as-is"
 @pytest.fixture
 def client(redis_server: RedisServer, prefix: str, tmp_path: Path) -> Iterator[TestClient]:
     storage = tmp_path / "images"
-    LocalStorage(storage).put(KEY, PNG)
+    LocalStorage(storage).put(KEY, PNG, "image/png")
     (tmp_path / "secret.txt").write_text("do not serve")
     settings = ApiSettings(
-        redis_url=redis_server.url, key_prefix=prefix, storage_dir=storage, url_signing_secret="secret"
+        redis_url=redis_server.url, key_prefix=prefix, storage_url=str(storage), url_signing_secret="secret"
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client

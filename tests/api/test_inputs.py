@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from redis import Redis
 
-from app.config import ApiSettings
 from app.main import create_app
+from app.settings import ApiSettings
 from tests.helpers import RedisServer
 
 
@@ -32,7 +32,7 @@ def client(redis_server: RedisServer, prefix: str, tmp_path: Path) -> Iterator[T
     settings = ApiSettings(
         redis_url=redis_server.url,
         key_prefix=prefix,
-        storage_dir=tmp_path,
+        storage_url=str(tmp_path),
         url_signing_secret="s",
         require_ready_worker=False,
         max_image_pixels=512 * 512,

@@ -9,8 +9,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from app.config import ApiSettings
 from app.main import create_app
+from app.settings import ApiSettings
 from contract.jobs import GenerationParams, ImageRecord, JobRecord, JobStatus
 from contract.records import JobStore
 from contract.storage import LocalStorage, image_key
@@ -23,7 +23,7 @@ def test_expired_job_is_404_and_its_images_are_swept(
     settings = ApiSettings(
         redis_url=redis_server.url,
         key_prefix=prefix,
-        storage_dir=tmp_path,
+        storage_url=str(tmp_path),
         url_signing_secret="s",
         job_retention_seconds=1,
         sweep_interval_seconds=1,
@@ -40,7 +40,7 @@ def test_expired_job_is_404_and_its_images_are_swept(
         )
         pipe.execute()
     key = image_key(job_id, 0, "png")
-    LocalStorage(tmp_path).put(key, b"png")
+    LocalStorage(tmp_path).put(key, b"png", "image/png")
     store.mark_running(job_id, "w", 2)
     store.succeed(job_id, [ImageRecord(key=key, width=64, height=64, seed=1, content_type="image/png", bytes=3)], 2)
     with TestClient(create_app(settings)) as client:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from app.config import ApiSettings
 from app.main import create_app
-from contract.queues import model_info_key
+from app.settings import ApiSettings
+from contract.models import LoraInfo, ModelInfo
 from tests.helpers import RedisServer
 
 VALID = {"prompt": "a red circle on a blue background"}
@@ -23,7 +22,7 @@ def make_client(redis_url: str, prefix: str, tmp_path: Path, **overrides: Any) -
     settings = ApiSettings(
         redis_url=redis_url,
         key_prefix=prefix,
-        storage_dir=tmp_path,
+        storage_url=str(tmp_path),
         url_signing_secret="s",
         **{"require_ready_worker": False, **overrides},
     )
@@ -173,8 +172,20 @@ def test_openapi_documents_every_error_status(client: TestClient) -> None:
 
 def test_lora_count_is_capped_by_the_models_hot_swap_slots(client: TestClient, redis: Redis, prefix: str) -> None:
     # What a compiled worker with two hot-swap slots publishes for the default model.
-    loras = [{"name": n, "sha256": "0" * 64} for n in ("a", "b", "c")]
-    redis.set(model_info_key(prefix, "shapes"), json.dumps({"loras": loras, "max_loras": 2}))
+    loras = [LoraInfo(name=n, sha256="0" * 64) for n in ("a", "b", "c")]
+    ModelInfo(
+        pipeline="StableDiffusionPipeline",
+        width=64,
+        height=64,
+        default_steps=20,
+        default_guidance_scale=5.0,
+        scheduler="euler",
+        schedulers=["euler"],
+        device="cpu",
+        dtype="float32",
+        loras=loras,
+        max_loras=2,
+    ).publish(redis, prefix, "shapes")
     two = client.post("/v1/generations", json={**VALID, "loras": [{"name": "a"}, {"name": "b"}]})
     assert two.status_code == 202, two.text
     three = client.post("/v1/generations", json={**VALID, "loras": [{"name": n} for n in "abc"]})

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import ApiSettings
 from app.main import create_app
+from app.settings import ApiSettings
 from tests.helpers import RedisServer
 
 
@@ -18,7 +18,7 @@ def client(redis_server: RedisServer, prefix: str, tmp_path: Path) -> Iterator[T
     settings = ApiSettings(
         redis_url=redis_server.url,
         key_prefix=prefix,
-        storage_dir=tmp_path,
+        storage_url=str(tmp_path),
         url_signing_secret="s",
         webhook_secret="whsec_c2VjcmV0",
         require_ready_worker=False,
@@ -77,7 +77,7 @@ def test_webhooks_need_a_configured_secret(redis_server: RedisServer, prefix: st
     settings = ApiSettings(
         redis_url=redis_server.url,
         key_prefix=prefix,
-        storage_dir=tmp_path,
+        storage_url=str(tmp_path),
         url_signing_secret="s",
         require_ready_worker=False,
     )

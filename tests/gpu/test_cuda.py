@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from contract.jobs import GenerationParams
-from worker.config import WorkerSettings
-from worker.pipeline import WarmPipeline, load, pick_runtime
+from worker.loading import load, pick_runtime
+from worker.pipeline import WarmPipeline
+from worker.settings import WorkerSettings
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

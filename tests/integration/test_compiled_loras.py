@@ -7,7 +7,7 @@ import re
 import httpx
 
 from tests.conftest import Stack
-from tests.integration.test_generation import run_job
+from tests.helpers import run_job
 
 STACK_ENV = {"DIFFUSION_COMPILE": "true", "DIFFUSION_LORA_SLOTS": "2"}
 STACK_MODELS = ("tiny-sd",)

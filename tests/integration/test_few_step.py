@@ -10,8 +10,7 @@ import httpx
 from redis import Redis
 
 from tests.conftest import stack_env
-from tests.helpers import RedisServer, start_api, start_worker, wait_ready
-from tests.integration.test_generation import run_job
+from tests.helpers import RedisServer, run_job, start_api, start_worker, wait_ready
 
 
 def test_lcm_model_runs_in_four_steps_with_fixed_guidance(

@@ -11,29 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import Stack
-from tests.helpers import wait_for
-
-
-def run_job(client: httpx.Client, body: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
-    """Submit and poll until the job ends; returns the final job object."""
-    response = client.post("/v1/generations", json=body)
-    assert response.status_code == 202, response.text
-    assert response.headers["location"] == f"/v1/generations/{response.json()['id']}"
-    location = response.headers["location"]
-
-    def finished() -> dict[str, Any] | None:
-        job = client.get(location).json()
-        return job if job["status"] in ("succeeded", "failed", "canceled") else None
-
-    return wait_for(finished, timeout, "the job to finish", interval=0.05)  # type: ignore[return-value]
-
-
-def fetch_pixels(client: httpx.Client, url: str) -> np.ndarray:
-    """Download an image by its signed URL and decode it."""
-    response = client.get(url)
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "image/png"
-    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")).astype(int)
+from tests.helpers import encoded, fetch_pixels, run_job, run_job_by_id, wait_for
 
 
 @pytest.mark.parametrize("model", ["tiny-sd", "tiny-sd3"])
@@ -203,15 +181,6 @@ def test_png_metadata_reproducibility_record_and_replay(stack: Stack) -> None:
         assert client.get(again["images"][0]["url"]).content == png, "same request, same bytes"
 
 
-def run_job_by_id(client: httpx.Client, job_id: str) -> dict[str, Any]:
-    done = wait_for(
-        lambda: (j := client.get(f"/v1/generations/{job_id}").json())["status"] == "succeeded" and j,
-        60,
-        "the replay to finish",
-    )
-    return done  # type: ignore[return-value]
-
-
 def test_models_endpoint_lists_served_models(stack: Stack) -> None:
     models = {m["id"]: m for m in httpx.get(f"{stack.base}/v1/models").json()["data"]}
     assert list(models) == ["tiny-sd", "tiny-sd3"]
@@ -220,14 +189,6 @@ def test_models_endpoint_lists_served_models(stack: Stack) -> None:
     assert (sd["width"], sd["height"], sd["ready_workers"]) == (64, 64, 1)
     assert "dpmpp_2m_karras" in sd["schedulers"] and sd3["schedulers"] == ["flow_euler"]
     assert sd["device"] == "cpu" and sd["dtype"] == "float32"
-
-
-def encoded(image: Image.Image) -> str:
-    import base64
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 @pytest.mark.parametrize("model", ["tiny-sd", "tiny-sd3"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -12,39 +11,11 @@ import pytest
 
 from contract.records import JobStore
 from tests.conftest import Stack
-from tests.helpers import wait_for
-from tests.integration.test_generation import run_job
+from tests.helpers import job, run_job, sse, submit, unsigned, wait_for, wait_status, wait_step
 
 STACK_ENV = {"DIFFUSION_MAX_INFERENCE_STEPS": "2000", "DIFFUSION_SSE_KEEPALIVE_SECONDS": "0.5"}
 STACK_MODELS = ("tiny-sd",)
 LONG = 1500  # steps: tens of seconds on the tiny model, so a job stays queued or running while we act
-
-
-def submit(client: httpx.Client, **body: Any) -> dict[str, Any]:
-    response = client.post("/v1/generations", json={"prompt": "p", "num_inference_steps": 2, **body})
-    assert response.status_code == 202, response.text
-    return response.json()  # type: ignore[no-any-return]
-
-
-def job(client: httpx.Client, job_id: str) -> dict[str, Any]:
-    return client.get(f"/v1/generations/{job_id}").json()  # type: ignore[no-any-return]
-
-
-def wait_status(client: httpx.Client, job_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
-    found = wait_for(
-        lambda: (j := job(client, job_id))["status"] in statuses and j,
-        timeout,
-        f"job to reach {statuses}",
-        interval=0.03,
-    )
-    return found  # type: ignore[return-value]
-
-
-def wait_step(client: httpx.Client, job_id: str, step: int) -> dict[str, Any]:
-    found = wait_for(
-        lambda: (j := job(client, job_id))["progress"]["step"] >= step and j, 60, f"step {step}", interval=0.02
-    )
-    return found  # type: ignore[return-value]
 
 
 @pytest.fixture
@@ -55,26 +26,6 @@ def blocker(stack: Stack) -> Iterator[dict[str, Any]]:
         wait_step(client, long_job["id"], 1)
         yield long_job
         client.post(f"/v1/generations/{long_job['id']}/cancel")
-
-
-def sse(
-    client: httpx.Client, job_id: str, last_event_id: str | None = None, stop_after: int | None = None
-) -> list[tuple[str, dict[str, Any]]]:
-    """Read the event stream: (event id, job object) pairs, until it closes or `stop_after` events."""
-    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-    events: list[tuple[str, dict[str, Any]]] = []
-    event_id = ""
-    with client.stream("GET", f"/v1/generations/{job_id}/events", headers=headers, timeout=60) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith("id: "):
-                event_id = line[4:]
-            elif line.startswith("data: "):
-                events.append((event_id, json.loads(line[6:])))
-                if stop_after is not None and len(events) >= stop_after:
-                    break
-    return events
 
 
 def test_sse_streams_every_state_and_closes_after_terminal(stack: Stack) -> None:
@@ -92,12 +43,6 @@ def test_sse_streams_every_state_and_closes_after_terminal(stack: Stack) -> None
     assert steps == sorted(steps) and len(set(steps)) >= 10, "one event per step"
     assert events[-1]["images"] and events[-1]["images"][0]["url"]
     assert unsigned(events[-1]) == unsigned(job(stack.client(), created["id"])), "SSE and GET: the same object"
-
-
-def unsigned(view: dict[str, Any]) -> dict[str, Any]:
-    """A job object without its image URLs, which are signed afresh (new expiry) on every read."""
-    images = [{k: v for k, v in image.items() if k not in ("url", "url_expires_at")} for image in view["images"]]
-    return {**view, "images": images}
 
 
 def test_sse_reconnect_with_last_event_id_gets_the_terminal_event(stack: Stack) -> None:

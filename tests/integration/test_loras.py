@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 
 from tests.conftest import Stack
-from tests.integration.test_generation import fetch_pixels, run_job
+from tests.helpers import fetch_pixels, run_job
 
 BASE = {"prompt": "a red circle", "num_inference_steps": 4, "seed": 11}
 

@@ -20,7 +20,7 @@ def test_app_leaves_torch_diffusers_and_worker_out() -> None:
 
 
 def test_worker_leaves_fastapi_and_app_out() -> None:
-    loaded = modules_after("import worker.__main__, worker.service, worker.tasks, worker.runner")
+    loaded = modules_after("import worker.__main__, worker.process, worker.tasks, worker.runner")
     assert "torch" in loaded
     assert not loaded & {"fastapi", "starlette", "uvicorn", "app"}
 

@@ -6,11 +6,11 @@ import re
 
 from prometheus_client import CollectorRegistry
 
-from app.config import ApiSettings
 from app.metrics import ApiMetrics, QueueCollector
+from app.settings import ApiSettings
 from contract.settings import ENV_PREFIX
 from tests.helpers import ROOT
-from worker.config import WorkerSettings
+from worker.settings import WorkerSettings
 
 README = (ROOT / "README.md").read_text()
 
@@ -23,11 +23,23 @@ def exported_names(registry: CollectorRegistry) -> dict[str, str]:
     return names
 
 
+class FixedCatalog:
+    """What the queue collector reads, without Redis."""
+
+    names = ("m",)
+
+    def depth(self, model: str) -> int:
+        return 0
+
+    def ready_workers(self, model: str) -> int:
+        return 1
+
+
 def all_metrics() -> dict[str, str]:
     import worker.metrics as worker_metrics
 
     api = ApiMetrics()
-    api.watch_queues(QueueCollector(["m"], lambda m: 0, lambda m: 0))
+    api.watch_queues(QueueCollector(FixedCatalog()))
     names = exported_names(api.registry)
     names.update({n: t for n, t in exported_names(worker_metrics.REGISTRY).items() if n.startswith("diffusion_")})
     return names

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from app.config import ApiSettings
+from app.settings import ApiSettings
 from tests.helpers import ROOT
 
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
-from contract.storage import InvalidKey, LocalStorage, content_type_of, image_key
+from contract.storage import (
+    InvalidKey,
+    LocalStorage,
+    ObjectMissing,
+    StorageError,
+    content_type_of,
+    image_key,
+    open_storage,
+)
 
 JOB = "0123456789abcdef" * 2
 
@@ -26,19 +35,26 @@ JOB = "0123456789abcdef" * 2
     ],
 )
 def test_malformed_keys_are_refused(tmp_path: Path, key: str) -> None:
+    storage = LocalStorage(tmp_path)
     with pytest.raises(InvalidKey):
-        LocalStorage(tmp_path).path(key)
+        storage.put(key, b"x", "image/png")
+    with pytest.raises(InvalidKey):
+        storage.get(key)
+    assert list(tmp_path.iterdir()) == [], "nothing was written anywhere"
 
 
 def test_put_is_atomic_and_readable(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     key = image_key(JOB, 0, "png")
-    storage.put(key, b"abc")
-    assert storage.path(key).read_bytes() == b"abc"
+    storage.put(key, b"abc", "image/png")
+    assert storage.get(key) == b"abc"
     assert [p.name for p in (tmp_path / JOB).iterdir()] == ["0.png"], "no temp files left behind"
     assert content_type_of(key) == "image/png"
+    assert list(storage.jobs_older_than(time.time() + 1)) == [JOB]
+    assert list(storage.jobs_older_than(time.time() - 60)) == []
     storage.delete_job(JOB)
-    assert not storage.exists(key)
+    with pytest.raises(ObjectMissing):
+        storage.get(key)
 
 
 def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,6 +64,14 @@ def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("os.replace", boom)
-    with pytest.raises(OSError):
-        storage.put(image_key(JOB, 0, "png"), b"abc")
+    with pytest.raises(StorageError, match="No space left"):
+        storage.put(image_key(JOB, 0, "png"), b"abc", "image/png")
     assert list((tmp_path / JOB).iterdir()) == []
+
+
+def test_storage_urls_pick_the_backend(tmp_path: Path) -> None:
+    assert isinstance(open_storage(str(tmp_path)), LocalStorage)
+    from_url = open_storage(f"file://{tmp_path}")
+    assert isinstance(from_url, LocalStorage) and from_url.root == tmp_path.resolve()
+    with pytest.raises(ValueError, match="unsupported storage URL"):
+        open_storage("ftp://host/x")

@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.worker.test_pipeline import params, warm
-from worker.loras import HotswapLoras, LoraError
+from contract.jobs import LoraSpec
+from tests.helpers import params, warm
+from worker.hotswap import HotswapLoras
+from worker.loras import LoraError
 from worker.metrics import REGISTRY
 from worker.pipeline import WarmPipeline
 from worker.tiny import build_lora
@@ -70,9 +72,9 @@ def test_fitting_adapters_and_slots_are_published(compiled: WarmPipeline) -> Non
     assert sorted(compiled.loras.available) == ["sd-a", "sd-b", "sd-qk", "sd-r8", "sd-te"]
     assert compiled.loras.max_per_job == 2
     with pytest.raises(LoraError, match="at most 2"):
-        compiled.loras.activate([{"name": n, "scale": 1.0} for n in ("sd-a", "sd-b", "sd-r8")])
+        compiled.loras.activate([LoraSpec(name=n) for n in ("sd-a", "sd-b", "sd-r8")])
     with pytest.raises(LoraError, match="does not fit"):
-        compiled.loras.activate([{"name": "sd-ff", "scale": 1.0}])
+        compiled.loras.activate([LoraSpec(name="sd-ff")])
 
 
 def test_switching_adapters_never_recompiles_and_matches_eager(

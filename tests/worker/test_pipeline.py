@@ -7,28 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contract.jobs import GenerationParams
-from worker.config import WorkerSettings
-from worker.pipeline import ModelLoadError, WarmPipeline, load, pick_runtime
-
-
-def warm(model: Path, **overrides: object) -> WarmPipeline:
-    settings = WorkerSettings(model_source=str(model), device="cpu", **overrides)  # type: ignore[arg-type]
-    runtime = pick_runtime(settings)
-    return WarmPipeline(load(settings, runtime), runtime, settings)
-
-
-def params(**overrides: object) -> GenerationParams:
-    base: dict[str, object] = {
-        "prompt": "a red circle",
-        "width": 64,
-        "height": 64,
-        "num_inference_steps": 3,
-        "guidance_scale": 6.0,
-        "seed": 10,
-        "num_images": 1,
-    }
-    return GenerationParams(**(base | overrides))  # type: ignore[arg-type]
+from tests.helpers import params, warm
+from worker.loading import ModelLoadError
+from worker.pipeline import WarmPipeline
 
 
 @pytest.fixture(scope="module", params=["sd", "sd3"])

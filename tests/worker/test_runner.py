@@ -12,9 +12,10 @@ from redis import Redis
 from contract.jobs import GenerationParams, JobPayload, JobRecord, JobStatus
 from contract.records import JobStore
 from contract.storage import LocalStorage
-from worker.config import WorkerSettings
-from worker.pipeline import WarmPipeline, load, pick_runtime
+from worker.loading import load, pick_runtime
+from worker.pipeline import WarmPipeline
 from worker.runner import Runner
+from worker.settings import WorkerSettings
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -19,63 +18,57 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from contract.queues import model_info_key, queue_names
+from contract.keys import queue_names
+from contract.models import LoraInfo, ModelInfo
 from contract.records import JobStore
-from contract.storage import LocalStorage
+from contract.storage import open_storage
 from worker import metrics, tasks
-from worker.config import WorkerSettings
-from worker.pipeline import ModelLoadError, WarmPipeline, load, pick_runtime
+from worker.loading import ModelLoadError, load, pick_runtime
+from worker.pipeline import WarmPipeline
 from worker.rqworker import GPUWorker
 from worker.runner import Runner
+from worker.settings import WorkerSettings
 
 log = logging.getLogger("worker")
 VERSION = "0.1.0"
 
 
-def publish_model(redis: Redis, settings: WorkerSettings, warm: WarmPipeline) -> None:
-    """Tell the API this model's defaults (native size, steps, guidance) and what runs it."""
-    info = {
-        "pipeline": warm.pipeline_class,
-        "width": warm.width,
-        "height": warm.height,
-        "steps": min(settings.default_steps, settings.max_steps or settings.default_steps),
-        "guidance_scale": (
+def model_info(settings: WorkerSettings, warm: WarmPipeline) -> ModelInfo:
+    """What this worker tells the API about its model: native size, defaults, limits, what runs it."""
+    schedulers = warm.scheduler_names
+    if warm.default_scheduler not in schedulers:  # the model's own scheduler is always valid
+        schedulers = [warm.default_scheduler, *schedulers]
+    return ModelInfo(
+        pipeline=warm.pipeline_class,
+        width=warm.width,
+        height=warm.height,
+        default_steps=min(settings.default_steps, settings.max_steps or settings.default_steps),
+        default_guidance_scale=(
             settings.default_guidance_scale if settings.fixed_guidance_scale is None else settings.fixed_guidance_scale
         ),
-        "schedulers": warm.scheduler_names,
-        "scheduler": warm.default_scheduler,
-        "loras": warm.loras.published(),
-        "max_loras": warm.loras.max_per_job,
-        "controlnets": sorted(warm.controlnets),
-        "max_steps": settings.max_steps,
-        "fixed_guidance_scale": settings.fixed_guidance_scale,
-        "device": str(warm.runtime.device),
-        "dtype": str(warm.runtime.dtype).removeprefix("torch."),
-    }
-    redis.set(model_info_key(settings.key_prefix, settings.name), json.dumps(info))
+        scheduler=warm.default_scheduler,
+        schedulers=schedulers,
+        max_steps=settings.max_steps,
+        fixed_guidance_scale=settings.fixed_guidance_scale,
+        device=str(warm.runtime.device),
+        dtype=str(warm.runtime.dtype).removeprefix("torch."),
+        compiled=settings.compile,
+        controlnets=sorted(warm.controlnets),
+        loras=[LoraInfo(name=name, sha256=sha) for name, sha in warm.loras.hashes.items()],
+        max_loras=warm.loras.max_per_job,
+    )
 
 
-def run(settings: WorkerSettings, burst: bool = False) -> int:
-    """Serve the configured model until stopped; returns the process exit code."""
-    for library in (diffusers, transformers):
-        library.utils.logging.set_verbosity_error()
-        library.utils.logging.disable_progress_bar()
+def _warm(settings: WorkerSettings) -> WarmPipeline:
     model = settings.name
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
-
-    try:
-        runtime = pick_runtime(settings)
-        started = time.perf_counter()
-        pipe = load(settings, runtime)
-        metrics.PIPELINE_LOAD_SECONDS.labels(model).set(time.perf_counter() - started)
-        warm = WarmPipeline(pipe, runtime, settings)
-    except ModelLoadError as exc:
-        log.error("%s", exc)
-        return 2
+    runtime = pick_runtime(settings)
+    started = time.perf_counter()
+    pipe = load(settings, runtime)
+    metrics.PIPELINE_LOAD_SECONDS.labels(model).set(time.perf_counter() - started)
+    warm = WarmPipeline(pipe, runtime, settings)
     warmup_seconds = warm.warm_up()
     metrics.WARMUP_SECONDS.labels(model).set(warmup_seconds)
-    metrics.MODEL_INFO.labels(
+    labels = (
         model,
         warm.pipeline_class,
         str(runtime.device),
@@ -84,7 +77,8 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         torch.__version__,
         diffusers.__version__,
         VERSION,
-    ).set(1)
+    )
+    metrics.MODEL_INFO.labels(*labels).set(1)
     log.info(
         "pipeline warm",
         extra={
@@ -96,10 +90,25 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
             "warmup_seconds": round(warmup_seconds, 3),
         },
     )
+    return warm
 
+
+def run(settings: WorkerSettings, burst: bool = False) -> int:
+    """Serve the configured model until stopped; returns the process exit code."""
+    for library in (diffusers, transformers):
+        library.utils.logging.set_verbosity_error()
+        library.utils.logging.disable_progress_bar()
+    model = settings.name
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    try:
+        warm = _warm(settings)
+    except ModelLoadError as exc:
+        log.error("%s", exc)
+        return 2
     redis = Redis.from_url(settings.redis_url)
     store = JobStore(redis, settings.key_prefix, settings.job_retention_seconds)
-    runner = Runner(warm, store, LocalStorage(settings.storage_dir), model, settings)
+    runner = Runner(warm, store, open_storage(settings.storage_url), model, settings)
     # Listed highest priority first: RQ's default dequeue takes from the first non-empty queue.
     queues = [
         Queue(name, connection=redis, serializer=JSONSerializer) for name in queue_names(settings.key_prefix, model)
@@ -114,7 +123,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         maintenance_interval=settings.maintenance_interval_seconds,
     )
     tasks.install(runner, worker.job_heartbeat)
-    publish_model(redis, settings, warm)
+    model_info(settings, warm).publish(redis, settings.key_prefix, model)
     log.info("taking jobs", extra={"queues": ",".join(q.name for q in queues), "worker": settings.worker_id})
     ok = worker.work(burst=burst, logging_level=settings.log_level)
     return 0 if ok or burst else 1

@@ -1,11 +1,13 @@
-"""Queue and key names, and the one job function a worker will run."""
+"""Every Redis key and queue name the processes share, and the one job function a worker will run.
+
+Nothing else builds a key name: a rename here is a rename everywhere.
+"""
 
 from __future__ import annotations
 
 # The API enqueues this dotted path; the worker refuses any other function.
 GENERATE_FUNCTION = "worker.tasks.generate"
 ALLOWED_FUNCTIONS = frozenset({GENERATE_FUNCTION})
-
 
 PRIORITIES = ("high", "normal", "low")
 
@@ -27,8 +29,8 @@ def job_key(prefix: str, job_id: str) -> str:
 
 
 def model_info_key(prefix: str, model: str) -> str:
-    """Redis string where a ready worker publishes its model's facts (native size, pipeline class)."""
-    return f"{prefix}:model:{model}"
+    """Redis string where a ready worker publishes its model's facts (`contract.models.ModelInfo`)."""
+    return f"{prefix}:model-info:{model}"
 
 
 def events_key(prefix: str, job_id: str) -> str:
@@ -48,7 +50,7 @@ def idempotency_key(prefix: str, digest: str) -> str:
 
 def step_rate_key(prefix: str, model: str) -> str:
     """Measured seconds per step and megapixel-image, and per-job overhead, of a model (for ETAs)."""
-    return f"{prefix}:rate:{model}"
+    return f"{prefix}:step-rates:{model}"
 
 
 def webhook_stream_key(prefix: str) -> str:
@@ -66,6 +68,16 @@ def webhook_log_key(prefix: str, job_id: str) -> str:
     return f"{prefix}:webhook-log:{job_id}"
 
 
+def webhook_throttle_key(prefix: str, job_id: str) -> str:
+    """Short-lived marker: a progress webhook of this job went out within the last second."""
+    return f"{prefix}:webhook-throttle:{job_id}"
+
+
 def deadlines_key(prefix: str) -> str:
     """Sorted set of queued jobs with a time-to-start deadline, scored by that deadline."""
     return f"{prefix}:deadlines"
+
+
+def lock_key(prefix: str, task: str) -> str:
+    """A housekeeping task's lock: one API replica runs it at a time."""
+    return f"{prefix}:lock:{task}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import cached_property
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -63,7 +64,7 @@ class ApiSettings(CommonSettings):
             ipaddress.ip_network(network)  # raises ValueError, reported with the variable name
         return networks
 
-    @property
+    @cached_property
     def models(self) -> list[str]:
         """Model names a request may ask for: the default, DIFFUSION_SERVED_MODELS, the models file's."""
         names = [self.default_model, *self.served_models, *read_models_file(self.models_file)]

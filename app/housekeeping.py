@@ -1,0 +1,110 @@
+"""Housekeeping thread of the API: the writes no client request makes.
+
+Every second: queued jobs whose time-to-start passed are canceled (reason `deadline`), and jobs RQ
+gave up on (a worker died on every retry) are failed with `worker_lost`. Every sweep interval:
+retention. Job records expire in Redis by themselves (their TTL starts when the job ends); stored
+images do not, so the sweep deletes every job's objects once its record is gone. A Redis lock per
+task lets one API replica run it at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from app.jobs import JobService
+from contract.jobs import JobError, JobErrorType, JobStatus, now
+from contract.keys import deadlines_key, index_key, lock_key
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+
+
+class Housekeeping:
+    """On a daemon thread: `tick()` every second, `sweep()` every `interval_seconds`."""
+
+    def __init__(self, jobs: JobService, models: list[str], interval_seconds: int) -> None:
+        self.jobs, self.models, self.interval_seconds = jobs, models, interval_seconds
+        self.redis, self.prefix = jobs.redis, jobs.settings.key_prefix
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start in the background."""
+        self._thread = threading.Thread(target=self._loop, name="housekeeping", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the current task."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        next_sweep = time.monotonic() + self.interval_seconds
+        while not self._stop.wait(TICK_SECONDS):
+            try:
+                self.tick()
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + self.interval_seconds
+                    self.sweep()
+            except Exception:  # Redis may be down for a while; try again next time
+                log.warning("housekeeping failed", exc_info=True)
+
+    def _lock(self, task: str, milliseconds: int) -> bool:
+        return bool(self.redis.set(lock_key(self.prefix, task), "1", nx=True, px=milliseconds))
+
+    def tick(self) -> int:
+        """The per-second tasks (one replica at a time); returns how many jobs they ended."""
+        if not self._lock("tick", int(TICK_SECONDS * 900)):
+            return 0
+        return self.expire_deadlines() + self.fail_lost()
+
+    def expire_deadlines(self) -> int:
+        """Cancel queued jobs whose start deadline passed; returns how many."""
+        due: list[bytes] = self.redis.zrangebyscore(deadlines_key(self.prefix), "-inf", now())  # type: ignore[assignment]
+        canceled = 0
+        for member in due:
+            self.redis.zrem(deadlines_key(self.prefix), member)
+            record = self.jobs.store.get(member.decode())
+            if record is not None and record.status == JobStatus.QUEUED:
+                canceled += self.jobs.expire(record)
+        return canceled
+
+    def fail_lost(self) -> int:
+        """Fail the jobs RQ gave up on after their worker died on every retry; returns how many."""
+        error = JobError(
+            type=JobErrorType.WORKER_LOST, message="the worker running this job stopped and its retries are exhausted"
+        )
+        failed = 0
+        for model in self.models:
+            for job_id in self.jobs.queue.failed(model):
+                if self.jobs.store.fail(job_id, error):
+                    failed += 1
+                    log.warning("job lost its worker on every attempt", extra={"job_id": job_id, "model": model})
+                self.jobs.queue.forget_failed(job_id, model)
+        return failed
+
+    def sweep(self) -> int:
+        """Delete the images (and index entries) of jobs past retention; returns how many jobs were removed."""
+        if not self._lock("sweep", max(1, self.interval_seconds) * 1000):
+            return 0
+        cutoff = now() - self.jobs.settings.job_retention_seconds
+        removed = 0
+        expired: list[bytes] = self.redis.zrangebyscore(index_key(self.prefix), "-inf", cutoff)  # type: ignore[assignment]
+        for member in expired:
+            job_id = member.decode()
+            if self.jobs.store.get(job_id) is None:
+                self.jobs.storage.delete_job(job_id)
+                self.redis.zrem(index_key(self.prefix), job_id)
+                removed += 1
+        # Objects of jobs the index no longer knows (e.g. an API that died between storing inputs and queueing).
+        for job_id in self.jobs.storage.jobs_older_than(cutoff):
+            if self.jobs.store.get(job_id) is None:
+                self.jobs.storage.delete_job(job_id)
+                removed += 1
+        if removed:
+            log.info("retention sweep", extra={"jobs_removed": removed})
+        return removed
