@@ -46,7 +46,8 @@ def family(scheduler: Any) -> dict[str, tuple[type[Any], dict[str, Any]]]:
 
 def name_of(scheduler: Any) -> str:
     """Our name for a scheduler (the pipeline's own one is the default when a request names none)."""
-    for name, (cls, overrides) in family(scheduler).items():
+    # The most specific name first: a Karras DPM-Solver++ also matches plain dpmpp_2m's overrides.
+    for name, (cls, overrides) in sorted(family(scheduler).items(), key=lambda item: -len(item[1][1])):
         if type(scheduler) is cls and all(scheduler.config.get(k) == v for k, v in overrides.items()):
             return name
     return type(scheduler).__name__
