@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
+from contract.keys import webhook_retry_key
 from tests.conftest import Stack
-from tests.helpers import free_port, wait_for
-from tests.integration.test_lifecycle import submit, wait_status
+from tests.helpers import free_port, submit, wait_for, wait_status
 
 RAW_SECRET = b"0123456789abcdef0123456789abcdef"
 SECRET = "whsec_" + base64.b64encode(RAW_SECRET).decode()
@@ -93,13 +94,22 @@ def verify(request: dict[str, Any]) -> dict[str, Any]:
     return json.loads(request["body"])  # type: ignore[no-any-return]
 
 
+def logged(client: httpx.Client, job_id: str, attempts: int) -> dict[str, Any]:
+    """The job once its delivery log holds `attempts` entries, the last one final (not `retrying`)."""
+
+    def done() -> dict[str, Any] | None:
+        job: dict[str, Any] = client.get(f"/v1/generations/{job_id}").json()
+        log = job["webhook"]["deliveries"]
+        return job if len(log) >= attempts and log[-1]["outcome"] != "retrying" else None
+
+    return wait_for(done, 30, f"{attempts} logged webhook attempts")  # type: ignore[return-value]
+
+
 def test_completed_webhook_is_signed_and_logged(stack: Stack, receiver: Receiver) -> None:
     with stack.client() as client:
         created = submit(client, webhook_url=receiver.url("/ok"))
         wait_status(client, created["id"], "succeeded")
-        wait_for(lambda: receiver.at("/ok"), 30, "the webhook")
-        time.sleep(0.5)
-        job = client.get(f"/v1/generations/{created['id']}").json()
+        job = logged(client, created["id"], 1)
     [request] = receiver.at("/ok")
     payload = verify(request)
     assert payload["type"] == "generation.completed"
@@ -113,9 +123,9 @@ def test_receiver_failing_twice_gets_one_success_with_the_same_id(stack: Stack, 
     receiver.script["/flaky"] = [500, 503]
     with stack.client() as client:
         created = submit(client, webhook_url=receiver.url("/flaky"))
-        wait_for(lambda: len(receiver.at("/flaky")) >= 3, 30, "three attempts")
-        time.sleep(1.0)  # nothing more may come
-        job = client.get(f"/v1/generations/{created['id']}").json()
+        job = logged(client, created["id"], 3)
+    # Delivered: no retry of it is pending, so no further attempt can come.
+    assert stack.redis.zcard(webhook_retry_key(stack.prefix)) == 0
     attempts = receiver.at("/flaky")
     assert [a["status"] for a in attempts] == [500, 503, 200]
     assert len({a["headers"]["webhook-id"] for a in attempts}) == 1
@@ -162,9 +172,8 @@ def test_redirects_are_not_followed(stack: Stack, receiver: Receiver) -> None:
     with stack.client() as client:
         created = submit(client, webhook_url=receiver.url("/moved"))
         wait_status(client, created["id"], "succeeded")
-        wait_for(lambda: receiver.at("/moved"), 30, "the webhook")
-        time.sleep(1.0)
-        job = client.get(f"/v1/generations/{created['id']}").json()
+        job = logged(client, created["id"], 1)
+    assert stack.redis.zcard(webhook_retry_key(stack.prefix)) == 0, "a 3xx is final: no retry is pending"
     assert receiver.at("/redirected") == []
     assert [(d["outcome"], d["detail"]) for d in job["webhook"]["deliveries"]] == [("failed", "302")]
 
