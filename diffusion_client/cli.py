@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from diffusion_client.client import ApiError, DiffusionClient, Job
+from diffusion_client import ApiError, DiffusionClient, Job
 
 
 def _bar(job: Job, width: int = 30) -> str:
