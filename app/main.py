@@ -16,7 +16,7 @@ from app.config import ApiSettings
 from app.generations import GenerationService
 from app.metrics import ApiMetrics, QueueCollector
 from app.middleware import BodyLimit, RequestContext
-from app.routes import generations, health, images, models, openai_images
+from app.routes import generations, health, images, models, openai_images, playground
 from app.routes.generations import Renderer
 from app.signing import UrlSigner
 from app.sweeper import Sweeper
@@ -91,6 +91,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(openai_images.router)
     app.include_router(health.router)
+    app.include_router(playground.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, metrics=metrics)
     app.add_middleware(RequestContext, metrics=metrics)
     return app
