@@ -1,7 +1,7 @@
 """Python client of the diffusion image service: submit, follow, wait, cancel, replay, download; sync and async.
 
 `DiffusionClient` (and `AsyncDiffusionClient`, the same surface awaitable) raise the exceptions of
-`diffusion_client.errors`; results are the dataclasses of `diffusion_client.types`. A full example is
+`diffusion_client.errors`; results are the dataclasses of `diffusion_client.resources`. A full example is
 in docs/client.md.
 """
 
@@ -26,7 +26,7 @@ from diffusion_client.errors import (
     UnauthorizedError,
     UnknownAPIError,
 )
-from diffusion_client.types import GenerationParams, Image, Job, JobError, Lora, Model, Progress
+from diffusion_client.resources import GenerationParams, Image, Job, JobError, Lora, Model, Progress
 
 ApiError = APIError  # the name of earlier releases
 

@@ -21,7 +21,7 @@ import httpx
 import tenacity
 
 from diffusion_client.errors import APIConnectionError, APIError, APITimeoutError
-from diffusion_client.types import GenerationParams, ImageInput, Job
+from diffusion_client.resources import GenerationParams, ImageInput, Job
 
 VERSION = "0.1.0"
 DEFAULT_URL = "http://127.0.0.1:8000"

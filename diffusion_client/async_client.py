@@ -28,7 +28,7 @@ from diffusion_client._core import (
     transport_error,
 )
 from diffusion_client.errors import APITimeoutError, UnknownAPIError, error_from_response
-from diffusion_client.types import GenerationParams, Image, Job, Model
+from diffusion_client.resources import GenerationParams, Image, Job, Model
 
 
 class AsyncDiffusionClient:

@@ -18,7 +18,7 @@ from typing import Any, cast
 from diffusion_client.client import DiffusionClient
 from diffusion_client.display import describe, display_for
 from diffusion_client.errors import APIConnectionError, APIError, DiffusionError
-from diffusion_client.types import GenerationParams, Job, Lora
+from diffusion_client.resources import GenerationParams, Job, Lora
 
 EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_API, EXIT_CONNECTION, EXIT_FILE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}

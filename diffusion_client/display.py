@@ -12,7 +12,7 @@ from typing import IO, Protocol
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from diffusion_client.types import Job
+from diffusion_client.resources import Job
 
 
 def describe(job: Job) -> str:

@@ -15,7 +15,7 @@ from app.errors import ErrorType
 from diffusion_client import errors
 from diffusion_client._core import request_body, same_origin
 from diffusion_client.display import LineDisplay
-from diffusion_client.types import Job
+from diffusion_client.resources import Job
 from tests.helpers import job_object
 
 
