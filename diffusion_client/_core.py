@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import tenacity
 
-from diffusion_client.errors import APIConnectionError, APIError, APITimeoutError
+from diffusion_client.errors import APIConnectionError, APIError, APITimeoutError, UnknownAPIError
 from diffusion_client.resources import GenerationParams, ImageInput, Job
 
 VERSION = "0.1.0"
@@ -83,6 +83,15 @@ class Deadline:
 
 class StreamDropped(Exception):
     """An event stream ended before the job's terminal event (a proxy cut it, the server restarted)."""
+
+
+def json_of(response: httpx.Response) -> Any:
+    """The JSON body of a successful answer; `UnknownAPIError` when it is not JSON (a proxy's page)."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        text = response.text.strip()[:200] or "no body"
+        raise UnknownAPIError(response.status_code, "unknown", f"the answer is not JSON: {text}") from exc
 
 
 def last_of(jobs: Iterable[Job]) -> Job:

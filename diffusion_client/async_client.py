@@ -20,6 +20,7 @@ from diffusion_client._core import (
     SSE_READ_TIMEOUT_SECONDS,
     Deadline,
     StreamDropped,
+    json_of,
     request_body,
     resolve_config,
     retry_policy,
@@ -90,7 +91,7 @@ class AsyncDiffusionClient:
 
     async def models(self) -> list[Model]:
         """The served models with their native size, defaults, schedulers, limits and load."""
-        return [Model.parse(m) for m in (await self._request("GET", "/v1/models")).json()["data"]]
+        return [Model.parse(m) for m in json_of(await self._request("GET", "/v1/models"))["data"]]
 
     async def submit(
         self, prompt: str, *, idempotency_key: str | None = None, **params: Unpack[GenerationParams]
@@ -98,7 +99,7 @@ class AsyncDiffusionClient:
         """Queue a generation; answers at once with the queued job."""
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         body = request_body(prompt, params)
-        return Job.parse((await self._request("POST", "/v1/generations", json=body, headers=headers)).json())
+        return Job.parse(json_of(await self._request("POST", "/v1/generations", json=body, headers=headers)))
 
     async def generate(
         self,
@@ -114,16 +115,16 @@ class AsyncDiffusionClient:
 
     async def get(self, job_id: str) -> Job:
         """The job's current state."""
-        return Job.parse((await self._request("GET", f"/v1/generations/{job_id}")).json())
+        return Job.parse(json_of(await self._request("GET", f"/v1/generations/{job_id}")))
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a queued or running job (`ConflictError` if it already ended)."""
-        return Job.parse((await self._request("POST", f"/v1/generations/{job_id}/cancel")).json())
+        return Job.parse(json_of(await self._request("POST", f"/v1/generations/{job_id}/cancel")))
 
     async def replay(self, job_id: str) -> Job:
         """Queue the same generation again (same model and resolved parameters, seed included) as a new job."""
         response = await self._request("POST", f"/v1/generations/{job_id}/replay", idempotent=False)
-        return Job.parse(response.json())
+        return Job.parse(json_of(response))
 
     async def delete(self, job_id: str) -> None:
         """Delete a finished job and its images now (`ConflictError` while it is queued or running)."""
@@ -146,7 +147,7 @@ class AsyncDiffusionClient:
                         return job
             raise StreamDropped(f"the event stream of job {job_id} ended before the job did")
         while True:
-            job = Job.parse((await self._request("GET", f"/v1/generations/{job_id}", deadline=deadline)).json())
+            job = Job.parse(json_of(await self._request("GET", f"/v1/generations/{job_id}", deadline=deadline)))
             if job.done:
                 return job
             if deadline.expired:

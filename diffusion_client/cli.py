@@ -3,7 +3,8 @@
 Results go to stdout (`--json` for scripts); progress and errors to stderr: a progress bar on a
 terminal, plain lines otherwise. Errors are one line, never a traceback. Exit codes: 0 done, 1 the
 job failed or was canceled, 2 bad command line, 3 the service answered an error, 4 the service could
-not be reached or a timeout passed, 5 a local file could not be read or written, 130 interrupted.
+not be reached or a timeout passed, 5 a local file could not be read or written, 70 anything else
+(a bug: the one line names it), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from diffusion_client.display import describe, display_for
 from diffusion_client.errors import APIConnectionError, APIError, DiffusionError
 from diffusion_client.resources import GenerationParams, Job, Lora
 
-EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_API, EXIT_CONNECTION, EXIT_FILE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_API, EXIT_CONNECTION, EXIT_FILE = 0, 1, 2, 3, 4, 5
+EXIT_BUG, EXIT_INTERRUPTED = 70, 130
 EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 
 
@@ -192,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted (the job keeps running; `diffusion cancel ID` stops it)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # the promise is one line, never a traceback, whatever happens
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

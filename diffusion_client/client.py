@@ -25,6 +25,7 @@ from diffusion_client._core import (
     SSE_READ_TIMEOUT_SECONDS,
     Deadline,
     StreamDropped,
+    json_of,
     last_of,
     request_body,
     resolve_config,
@@ -119,13 +120,13 @@ class DiffusionClient:
 
     def models(self) -> list[Model]:
         """The served models with their native size, defaults, schedulers, limits and load."""
-        return [Model.parse(m) for m in self._request("GET", "/v1/models").json()["data"]]
+        return [Model.parse(m) for m in json_of(self._request("GET", "/v1/models"))["data"]]
 
     def submit(self, prompt: str, *, idempotency_key: str | None = None, **params: Unpack[GenerationParams]) -> Job:
         """Queue a generation; answers at once with the queued job."""
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         body = request_body(prompt, params)
-        return Job.parse(self._request("POST", "/v1/generations", json=body, headers=headers).json())
+        return Job.parse(json_of(self._request("POST", "/v1/generations", json=body, headers=headers)))
 
     def generate(
         self,
@@ -140,15 +141,15 @@ class DiffusionClient:
 
     def get(self, job_id: str) -> Job:
         """The job's current state."""
-        return Job.parse(self._request("GET", f"/v1/generations/{job_id}").json())
+        return Job.parse(json_of(self._request("GET", f"/v1/generations/{job_id}")))
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a queued or running job (`ConflictError` if it already ended)."""
-        return Job.parse(self._request("POST", f"/v1/generations/{job_id}/cancel").json())
+        return Job.parse(json_of(self._request("POST", f"/v1/generations/{job_id}/cancel")))
 
     def replay(self, job_id: str) -> Job:
         """Queue the same generation again (same model and resolved parameters, seed included) as a new job."""
-        return Job.parse(self._request("POST", f"/v1/generations/{job_id}/replay", idempotent=False).json())
+        return Job.parse(json_of(self._request("POST", f"/v1/generations/{job_id}/replay", idempotent=False)))
 
     def delete(self, job_id: str) -> None:
         """Delete a finished job and its images now (`ConflictError` while it is queued or running)."""
@@ -177,7 +178,7 @@ class DiffusionClient:
             time.sleep(deadline.cap(poll_interval))
 
     def _get_by(self, job_id: str, deadline: Deadline) -> Job:
-        return Job.parse(self._request("GET", f"/v1/generations/{job_id}", deadline=deadline).json())
+        return Job.parse(json_of(self._request("GET", f"/v1/generations/{job_id}", deadline=deadline)))
 
     def stream(self, job_id: str, *, timeout: float | None = None, last_event_id: str | None = None) -> Iterator[Job]:
         """Every state of the job over server-sent events, until it ends.

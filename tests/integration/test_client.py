@@ -166,12 +166,18 @@ class _Recording(BaseHTTPRequestHandler):
     """Records each request's Authorization header; answers with the error `answers` holds for the path."""
 
     seen: list[tuple[str, str | None]] = []
-    answers: dict[str, tuple[int, dict[str, object], dict[str, str]]] = {}
+    answers: dict[str, tuple[int, dict[str, object] | bytes, dict[str, str]]] = {}
 
     def do_GET(self) -> None:
         type(self).seen.append((self.path, self.headers.get("authorization")))
         status, body, headers = type(self).answers.get(self.path, (200, job_object("j", "queued"), {}))
-        send_json(self, status, body, headers)
+        if isinstance(body, bytes):  # not JSON: a proxy's page
+            self.send_response(status)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            send_json(self, status, body, headers)
 
     def log_message(self, *args: object) -> None:
         return
@@ -188,6 +194,7 @@ def test_api_key_is_sent_as_bearer_and_errors_are_typed(monkeypatch: pytest.Monk
         "/v1/generations/401": (401, envelope, {"www-authenticate": "Bearer"}),
         "/v1/generations/429": (429, limited, {"retry-after": "120"}),
         "/v1/generations/418": (418, novel, {}),
+        "/v1/models": (200, b"<html>captive portal</html>", {}),
     }
     with http_server(_Recording) as url:
         with DiffusionClient(url, api_key="k-arg") as client:
@@ -202,11 +209,13 @@ def test_api_key_is_sent_as_bearer_and_errors_are_typed(monkeypatch: pytest.Monk
             with pytest.raises(UnknownAPIError) as unknown:
                 client.get("418")
             assert (unknown.value.type, unknown.value.status) == ("brand_new", 418)
+            with pytest.raises(UnknownAPIError, match="not JSON: <html>captive portal"):
+                client.models()
             # An image on another origin (S3, a CDN) never receives the key.
             client.download(url.replace("127.0.0.1", "localhost") + "/image.png")
         monkeypatch.setenv("DIFFUSION_API_KEY", "k-env")
         with DiffusionClient(url) as client:
             client.get("j")
     keys = [key for _, key in _Recording.seen]
-    assert keys[:4] == ["Bearer k-arg"] * 4
-    assert keys[4:] == [None, "Bearer k-env"]
+    assert keys[:5] == ["Bearer k-arg"] * 5
+    assert keys[5:] == [None, "Bearer k-env"]
