@@ -26,7 +26,7 @@ def chromium_path() -> str | None:
     """$DIFFUSION_CHROMIUM, else the first Chromium on the PATH."""
     configured = os.environ.get("DIFFUSION_CHROMIUM")
     if configured:
-        return configured
+        return configured if os.access(configured, os.X_OK) else None
     return next((path for name in CANDIDATES if (path := shutil.which(name))), None)
 
 
