@@ -219,3 +219,30 @@ def test_api_key_is_sent_as_bearer_and_errors_are_typed(monkeypatch: pytest.Monk
     keys = [key for _, key in _Recording.seen]
     assert keys[:5] == ["Bearer k-arg"] * 5
     assert keys[5:] == [None, "Bearer k-env"]
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """Answers 503 then 429 (Retry-After: 0), then the job; records each attempt's Idempotency-Key."""
+
+    keys: list[str | None] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        type(self).keys.append(self.headers.get("idempotency-key"))
+        attempt = len(type(self).keys)
+        if attempt == 1:
+            send_json(self, 503, {"error": {"type": "service_unavailable", "message": "m"}}, {"retry-after": "0"})
+        elif attempt == 2:
+            send_json(self, 429, {"error": {"type": "queue_full", "message": "m"}}, {"retry-after": "0"})
+        else:
+            send_json(self, 202, job_object("x", "queued"))
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def test_retried_submits_reuse_one_idempotency_key() -> None:
+    _Flaky.keys = []
+    with http_server(_Flaky) as url, DiffusionClient(url) as client:
+        assert client.submit("p").id == "x"
+    assert len(_Flaky.keys) == 3 and len(set(_Flaky.keys)) == 1 and _Flaky.keys[0], "never two jobs"
