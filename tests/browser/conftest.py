@@ -37,9 +37,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(MISSING[0], red=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """A headless Chromium (Debian's package) under Playwright, shared by the session."""
+    """A headless Chromium (Debian's package) under Playwright, for one test module.
+
+    Not for the session: Playwright's sync API keeps an asyncio loop running on the main thread
+    while it is started, and later tests that call asyncio.run() would find it there.
+    """
     path = chromium_path()
     try:
         from playwright.sync_api import sync_playwright
