@@ -10,16 +10,21 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import ApiSettings
 from app.main import create_app
 from app.routes.playground import ASSETS, STATIC
 from tests.helpers import RedisServer
 
 
 @pytest.fixture
-def client(redis_server: RedisServer, prefix: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = ApiSettings(redis_url=redis_server.url, key_prefix=prefix, storage_dir=tmp_path, max_prompt_chars=77)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+def client(
+    redis_server: RedisServer, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TestClient]:
+    """The API in-process, configured through the environment as in production."""
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("DIFFUSION_KEY_PREFIX", prefix)
+    monkeypatch.setenv("DIFFUSION_MAX_PROMPT_CHARS", "77")
+    monkeypatch.chdir(tmp_path)  # the default image directory is relative: keep it out of the checkout
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
         yield client
 
 
