@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test lint typecheck check bench clean
+.PHONY: help install browser run demo test lint typecheck check bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,13 +19,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[api,worker,client,dev]'
 	touch $@
 
+browser: ## install Chromium from the system's packages for tests/browser (quick when already there)
+	@sh scripts/install_chromium.sh
+
 run: install ## start Redis, a worker on the default model and the API; generate once; serve until Ctrl-C
 	$(PY) scripts/run_local.py
 
 demo: install ## like run, but exit after the first generation (writes var/demo.png)
 	$(PY) scripts/run_local.py --once
 
-test: install ## run the test suite (starts its own redis-server, API and worker processes)
+test: install browser ## run the test suite (starts its own redis-server, API and worker processes, and Chromium)
 	$(PY) -m pytest
 
 lint: install ## ruff check and ruff format --check over the whole repository

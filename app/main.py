@@ -21,7 +21,7 @@ from app.metrics import ApiMetrics, QueueCollector
 from app.middleware import BodyLimit, RequestContext
 from app.queue import JobQueue
 from app.resolution import Resolver
-from app.routes import events, generations, health, images, models, openai_images
+from app.routes import events, generations, health, images, models, openai_images, playground
 from app.settings import ApiSettings
 from app.signing import UrlSigner
 from app.views import JobRenderer
@@ -108,7 +108,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     services.metrics.watch_queues(QueueCollector(services.catalog))
     app.state.services = services
     errors.install(app)
-    routers = (generations, events, images, models, openai_images, health)
+    routers = (generations, events, images, models, openai_images, health, playground)
     for module in routers:
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, metrics=services.metrics)

@@ -1,99 +1,91 @@
-"""A small typed client over httpx. Retries 429 and 503 (honouring Retry-After) and connection errors.
+"""The synchronous client: submit, follow (server-sent events through httpx-sse), wait, cancel, replay, download.
 
-Submits always carry an Idempotency-Key (one is generated when the caller gives none), so a retried
-submit can never create a second job.
+Every call retries what is safe to retry (see `_core`); submits carry an `Idempotency-Key` (one is
+generated when the caller gives none), so a retried submit never creates a second job. `stream` and
+`wait` honour their timeout also while the stream is silent or being re-opened.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Generator, Iterator
+from contextlib import ExitStack, closing, suppress
+from itertools import chain
+from typing import Any, Unpack
 
 import httpx
+import tenacity
+from httpx_sse import SSEError, connect_sse
 
-TERMINAL = ("succeeded", "failed", "canceled")
-RETRY_STATUSES = (429, 503)
-
-
-class ApiError(Exception):
-    """An error answer of the service: HTTP status and the envelope's type, message and param."""
-
-    def __init__(self, status: int, type_: str, message: str, param: str | None) -> None:
-        super().__init__(f"{status} {type_}: {message}" + (f" (param {param})" if param else ""))
-        self.status, self.type, self.message, self.param = status, type_, message, param
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Stage, denoising step and overall fraction of a job."""
-
-    stage: str
-    step: int
-    total_steps: int
-    fraction: float
+from diffusion_client._core import (
+    SSE_READ_TIMEOUT_SECONDS,
+    Deadline,
+    StreamDropped,
+    json_of,
+    last_of,
+    request_body,
+    resolve_config,
+    retry_policy,
+    same_origin,
+    stream_retry_policy,
+    transport_error,
+)
+from diffusion_client.errors import APITimeoutError, UnknownAPIError, error_from_response
+from diffusion_client.resources import GenerationParams, Image, Job, Model
 
 
-@dataclass(frozen=True)
-class Image:
-    """One output image and its signed URL."""
+class _Watchdog:
+    """Shuts an open stream's socket at the deadline, so a read blocked on a silent stream returns."""
 
-    url: str
-    width: int
-    height: int
-    seed: int
-    content_type: str
+    def __init__(self, response: httpx.Response, seconds: float | None) -> None:
+        self.timer = None if seconds is None else threading.Timer(seconds, self._fire, args=(response,))
+        if self.timer is not None:
+            self.timer.daemon = True
+            self.timer.start()
 
+    @staticmethod
+    def _fire(response: httpx.Response) -> None:
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            with suppress(OSError):  # already closed
+                sock.shutdown(socket.SHUT_RDWR)
 
-@dataclass(frozen=True)
-class Job:
-    """A generation job as the service reports it; `raw` has every field."""
-
-    id: str
-    status: str
-    progress: Progress
-    images: list[Image]
-    error: dict[str, Any] | None
-    queue_position: int | None
-    raw: dict[str, Any] = field(repr=False)
-
-    @property
-    def done(self) -> bool:
-        """True once the job can no longer change."""
-        return self.status in TERMINAL
-
-    @classmethod
-    def parse(cls, data: dict[str, Any]) -> Job:
-        """Build from the service's JSON job object."""
-        return cls(
-            id=data["id"],
-            status=data["status"],
-            progress=Progress(**data["progress"]),
-            images=[
-                Image(**{k: im[k] for k in ("url", "width", "height", "seed", "content_type")})
-                for im in data.get("images", [])
-            ],
-            error=data.get("error"),
-            queue_position=data.get("queue_position"),
-            raw=data,
-        )
+    def cancel(self) -> None:
+        """Stop the timer (the stream ended first)."""
+        if self.timer is not None:
+            self.timer.cancel()
 
 
 class DiffusionClient:
-    """Client of one service base URL."""
+    """Client of one service: `base_url` (default `$DIFFUSION_URL`), `api_key` (default `$DIFFUSION_API_KEY`).
+
+    `timeout` bounds each HTTP request, `max_retries` how often a failed one is tried again.
+    """
 
     def __init__(
         self,
-        base_url: str = "http://127.0.0.1:8000",
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
         timeout: float = 30.0,
-        retries: int = 4,
+        max_retries: int = 2,
         headers: dict[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.retries = retries
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
+        self.config = resolve_config(base_url, api_key, timeout, max_retries, headers)
+        self._http = httpx.Client(
+            base_url=self.config.base_url, headers=self.config.headers, timeout=timeout, transport=transport
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The service's base URL."""
+        return self.config.base_url
 
     def __enter__(self) -> DiffusionClient:
         return self
@@ -103,84 +95,147 @@ class DiffusionClient:
 
     def close(self) -> None:
         """Close the connection pool."""
-        self.http.close()
+        self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        for attempt in range(self.retries + 1):
-            try:
-                response = self.http.request(method, path, **kwargs)
-            except httpx.TransportError:
-                if attempt == self.retries:
-                    raise
-                time.sleep(min(8.0, 0.25 * 2**attempt))
-                continue
-            if response.status_code in RETRY_STATUSES and attempt < self.retries:
-                time.sleep(float(response.headers.get("retry-after", 0.25 * 2**attempt)))
-                continue
-            if response.status_code >= 400:
-                error = (response.json().get("error") or {}) if response.content else {}
-                raise ApiError(
-                    response.status_code, error.get("type", "unknown"), error.get("message", ""), error.get("param")
-                )
-            return response
-        raise AssertionError("unreachable")
+    def _request(
+        self, method: str, url: str, *, deadline: Deadline | None = None, idempotent: bool = True, **kwargs: Any
+    ) -> httpx.Response:
+        deadline = deadline or Deadline(None)
+        authorize = same_origin(url, self.base_url)
+        try:
+            for attempt in tenacity.Retrying(**retry_policy(self.config.max_retries, deadline, idempotent)):
+                with attempt:
+                    request = self._http.build_request(
+                        method, url, timeout=deadline.timeout(self.config.timeout), **kwargs
+                    )
+                    if not authorize:  # a storage URL (S3 presigned, CDN): never hand it our key
+                        request.headers.pop("Authorization", None)
+                    response = self._http.send(request)
+                    if response.status_code >= 400:
+                        raise error_from_response(response.status_code, response.headers, response.content)
+                    return response
+        except (httpx.TransportError, StreamDropped) as exc:
+            raise transport_error(exc, deadline, self.base_url) from exc
+        raise AssertionError("unreachable: tenacity returns or raises")
 
-    def submit(self, prompt: str, *, idempotency_key: str | None = None, **params: Any) -> Job:
-        """Queue a generation (`params`: width, height, num_inference_steps, seed, num_images, model, ...)."""
-        body = {"prompt": prompt, **{k: v for k, v in params.items() if v is not None}}
+    def models(self) -> list[Model]:
+        """The served models with their native size, defaults, schedulers, limits and load."""
+        return [Model.parse(m) for m in json_of(self._request("GET", "/v1/models"))["data"]]
+
+    def submit(self, prompt: str, *, idempotency_key: str | None = None, **params: Unpack[GenerationParams]) -> Job:
+        """Queue a generation; answers at once with the queued job."""
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
-        return Job.parse(self._request("POST", "/v1/generations", json=body, headers=headers).json())
+        body = request_body(prompt, params)
+        return Job.parse(json_of(self._request("POST", "/v1/generations", json=body, headers=headers)))
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        timeout: float = 600.0,
+        idempotency_key: str | None = None,
+        **params: Unpack[GenerationParams],
+    ) -> Job:
+        """Submit and wait for the job to end (succeeded, failed or canceled)."""
+        return self.wait(self.submit(prompt, idempotency_key=idempotency_key, **params).id, timeout=timeout)
 
     def get(self, job_id: str) -> Job:
         """The job's current state."""
-        return Job.parse(self._request("GET", f"/v1/generations/{job_id}").json())
+        return Job.parse(json_of(self._request("GET", f"/v1/generations/{job_id}")))
 
     def cancel(self, job_id: str) -> Job:
-        """Cancel a queued or running job (ApiError 409 if it already ended)."""
-        return Job.parse(self._request("POST", f"/v1/generations/{job_id}/cancel").json())
+        """Cancel a queued or running job (`ConflictError` if it already ended)."""
+        return Job.parse(json_of(self._request("POST", f"/v1/generations/{job_id}/cancel")))
 
-    def stream(self, job_id: str) -> Iterator[Job]:
-        """Every state of the job over server-sent events, reconnecting (with Last-Event-ID) until it ends."""
-        last_id: str | None = None
-        while True:
-            headers = {"Last-Event-ID": last_id} if last_id else {}
-            try:
-                with self.http.stream(
-                    "GET",
-                    f"/v1/generations/{job_id}/events",
-                    headers=headers,
-                    timeout=httpx.Timeout(self.http.timeout.connect, read=60),
-                ) as response:
-                    if response.status_code >= 400:
-                        response.read()
-                        self._request("GET", f"/v1/generations/{job_id}")  # raises the API's error
-                    for line in response.iter_lines():
-                        if line.startswith("id: "):
-                            last_id = line[4:]
-                        elif line.startswith("data: "):
-                            job = Job.parse(json.loads(line[6:]))
-                            yield job
-                            if job.done:
-                                return
-            except httpx.TransportError:
-                time.sleep(0.5)  # dropped: resume after the last event seen
+    def replay(self, job_id: str) -> Job:
+        """Queue the same generation again (same model and resolved parameters, seed included) as a new job."""
+        return Job.parse(json_of(self._request("POST", f"/v1/generations/{job_id}/replay", idempotent=False)))
 
-    def wait(self, job_id: str, timeout: float = 600.0, poll_interval: float | None = None) -> Job:
-        """Block until the job ends: over SSE, or by polling every `poll_interval` seconds when given."""
-        deadline = time.monotonic() + timeout
+    def delete(self, job_id: str) -> None:
+        """Delete a finished job and its images now (`ConflictError` while it is queued or running)."""
+        self._request("DELETE", f"/v1/generations/{job_id}")
+
+    def download(self, image: Image | str) -> bytes:
+        """The bytes of an output image (an `Image` or its URL)."""
+        return self._request("GET", image.url if isinstance(image, Image) else image).content
+
+    def wait(self, job_id: str, timeout: float | None = 600.0, poll_interval: float | None = None) -> Job:
+        """Block until the job ends and return it: over server-sent events, or by polling every `poll_interval`.
+
+        Raises `APITimeoutError` (a `TimeoutError`) once `timeout` seconds have passed, whatever the
+        connection does meanwhile.
+        """
+        deadline = Deadline(timeout)
         if poll_interval is None:
-            for job in self.stream(job_id):
-                if job.done or time.monotonic() > deadline:
-                    break
-            return self.get(job_id)
+            with closing(self._events(job_id, None, deadline)) as events:
+                return last_of(events)
         while True:
-            job = self.get(job_id)
+            job = self._get_by(job_id, deadline)
             if job.done:
                 return job
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job.status} after {timeout}s")
-            time.sleep(poll_interval)
+            if deadline.expired:
+                raise APITimeoutError(f"job {job_id} still {job.status} after {timeout} s")
+            time.sleep(deadline.cap(poll_interval))
 
-    def download(self, image: Image) -> bytes:
-        """The bytes of an output image."""
-        return self._request("GET", image.url).content
+    def _get_by(self, job_id: str, deadline: Deadline) -> Job:
+        return Job.parse(json_of(self._request("GET", f"/v1/generations/{job_id}", deadline=deadline)))
+
+    def stream(self, job_id: str, *, timeout: float | None = None, last_event_id: str | None = None) -> Iterator[Job]:
+        """Every state of the job over server-sent events, until it ends.
+
+        A dropped stream is re-opened with `Last-Event-ID`, so no state is missed or repeated. Pass
+        `last_event_id` (a `Job.event_id`) to resume after that event.
+        """
+        return self._events(job_id, last_event_id, Deadline(timeout))
+
+    def _events(self, job_id: str, last_event_id: str | None, deadline: Deadline) -> Generator[Job, None, None]:
+        last = last_event_id
+        while True:
+            stack, events, first = self._open_events(job_id, last, deadline)
+            with stack:
+                try:
+                    for job in chain([first], events):
+                        last = job.event_id or last
+                        yield job
+                        if job.done:
+                            return
+                except httpx.TransportError as exc:
+                    if deadline.expired:
+                        raise transport_error(exc, deadline, self.base_url) from exc
+            # The stream ended early: open it again after the last event seen.
+
+    def _open_events(self, job_id: str, last: str | None, deadline: Deadline) -> tuple[ExitStack, Iterator[Job], Job]:
+        """An open event stream whose first event has arrived (opening is retried like any request)."""
+        try:
+            for attempt in tenacity.Retrying(**stream_retry_policy(self.config.max_retries, deadline)):
+                with attempt:
+                    stack = ExitStack()
+                    try:
+                        events = self._connect(stack, job_id, last, deadline)
+                        first = next(events, None)
+                    except SSEError as exc:
+                        stack.close()
+                        raise UnknownAPIError(200, "unknown", f"not an event stream: {exc}") from exc
+                    except BaseException:
+                        stack.close()
+                        raise
+                    if first is None:
+                        stack.close()
+                        raise StreamDropped(f"the event stream of job {job_id} closed before any event")
+                    return stack, events, first
+        except (httpx.TransportError, StreamDropped) as exc:
+            raise transport_error(exc, deadline, self.base_url) from exc
+        raise AssertionError("unreachable: tenacity returns or raises")
+
+    def _connect(self, stack: ExitStack, job_id: str, last: str | None, deadline: Deadline) -> Iterator[Job]:
+        headers = {"Last-Event-ID": last} if last else {}
+        timeout = deadline.timeout(self.config.timeout, read=SSE_READ_TIMEOUT_SECONDS)
+        source = stack.enter_context(
+            connect_sse(self._http, "GET", f"/v1/generations/{job_id}/events", headers=headers, timeout=timeout)
+        )
+        if source.response.status_code >= 400:
+            source.response.read()
+            response = source.response
+            raise error_from_response(response.status_code, response.headers, response.content)
+        stack.callback(_Watchdog(source.response, deadline.remaining()).cancel)
+        return (Job.parse(json.loads(event.data), event.id or None) for event in source.iter_sse() if event.data)

@@ -11,9 +11,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -324,3 +327,48 @@ def params(**overrides: object) -> GenerationParams:
         "num_images": 1,
     }
     return GenerationParams(**(base | overrides))  # type: ignore[arg-type]
+
+
+# Tiny real HTTP servers standing in for a receiver or an API.
+
+
+@contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A real HTTP server on a free port running `handler` in threads; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def send_json(
+    handler: BaseHTTPRequestHandler, status: int, body: object, headers: dict[str, str] | None = None
+) -> None:
+    """Answer a request with a JSON body (for handlers of `http_server`)."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    for name, value in {"content-type": "application/json", **(headers or {})}.items():
+        handler.send_header(name, value)
+    handler.send_header("content-length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def job_object(job_id: str, status: str, step: int = 0, total: int = 4) -> dict[str, object]:
+    """A minimal job object as the API renders it (for tiny servers standing in for the API)."""
+    stage = {"queued": "queued", "running": "denoising"}.get(status, "done")
+    fraction = 1.0 if stage == "done" else step / total
+    return {
+        "id": job_id,
+        "object": "generation",
+        "status": status,
+        "model": "m",
+        "progress": {"stage": stage, "step": step, "total_steps": total, "fraction": fraction},
+        "images": [],
+        "params": {},
+    }
