@@ -15,7 +15,7 @@ import time
 
 from app.jobs import JobService
 from contract.jobs import JobError, JobErrorType, JobStatus, now
-from contract.keys import deadlines_key, index_key, lock_key
+from contract.keys import active_jobs_key, deadlines_key, index_key, lock_key
 
 log = logging.getLogger(__name__)
 
@@ -88,23 +88,33 @@ class Housekeeping:
         return failed
 
     def sweep(self) -> int:
-        """Delete the images (and index entries) of jobs past retention; returns how many jobs were removed."""
+        """Delete the objects and index entries of jobs past retention; returns how many jobs were removed."""
         if not self._lock("sweep", max(1, self.interval_seconds) * 1000):
             return 0
         cutoff = now() - self.jobs.settings.job_retention_seconds
-        removed = 0
-        expired: list[bytes] = self.redis.zrangebyscore(index_key(self.prefix), "-inf", cutoff)  # type: ignore[assignment]
-        for member in expired:
-            job_id = member.decode()
-            if self.jobs.store.get(job_id) is None:
-                self.jobs.storage.delete_job(job_id)
-                self.redis.zrem(index_key(self.prefix), job_id)
-                removed += 1
-        # Objects of jobs the index no longer knows (e.g. an API that died between storing inputs and queueing).
-        for job_id in self.jobs.storage.jobs_older_than(cutoff):
-            if self.jobs.store.get(job_id) is None:
-                self.jobs.storage.delete_job(job_id)
-                removed += 1
-        if removed:
-            log.info("retention sweep", extra={"jobs_removed": removed})
-        return removed
+        store, gone = self.jobs.store, set()
+        # Every listing index (all jobs, per owner, per status): entries whose record expired go.
+        for key in self.redis.scan_iter(match=f"{index_key(self.prefix)}*", _type="ZSET"):
+            ids = [m.decode() for m in self.redis.zrangebyscore(key, "-inf", cutoff)]  # type: ignore[union-attr]
+            stale = [job_id for job_id, record in zip(ids, store.get_many(ids), strict=True) if record is None]
+            if stale:
+                self.redis.zrem(key, *stale)
+                gone.update(stale)
+        # Objects of jobs the indexes no longer know (e.g. an API that died between storing inputs and queueing).
+        gone.update(job_id for job_id in self.jobs.storage.jobs_older_than(cutoff) if store.get(job_id) is None)
+        for job_id in gone:
+            self.jobs.storage.delete_job(job_id)
+        self._prune_active()
+        if gone:
+            log.info("retention sweep", extra={"jobs_removed": len(gone)})
+        return len(gone)
+
+    def _prune_active(self) -> None:
+        """Drop jobs that are no longer queued or running from the per-key active sets (quota counts)."""
+        for key in self.redis.scan_iter(match=f"{active_jobs_key(self.prefix, '')}*", _type="SET"):
+            ids = [m.decode() for m in self.redis.smembers(key)]  # type: ignore[union-attr]
+            ended = [
+                i for i, r in zip(ids, self.jobs.store.get_many(ids), strict=True) if r is None or r.status.terminal
+            ]
+            if ended:
+                self.redis.srem(key, *ended)

@@ -86,6 +86,7 @@ class JobService:
             webhook_url=body.webhook_url,
             webhook_events=events,
             preview_every=body.stream_previews,
+            batch_key=params.batch_key(),
         )
         payload = JobPayload(
             job_id=job_id,
@@ -95,6 +96,7 @@ class JobService:
             start_by=start_by,
             timeout_seconds=body.timeout_seconds,
             preview_every=body.stream_previews,
+            priority=body.priority,
         )
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.multi()  # explicit MULTI first: RQ adds its commands to the same transaction
@@ -159,29 +161,32 @@ class JobService:
         if not record.status.terminal:
             raise Conflict(f"the generation is {record.status.value}; cancel it before deleting it", "id")
         self.storage.delete_job(job_id)
-        self.store.delete(job_id)
+        self.store.delete(record)
         self.queue.remove(job_id, record.model, record.priority)
 
-    def find(self, status: JobStatus | None, limit: int, cursor: str | None) -> tuple[list[JobRecord], str | None]:
-        """Jobs newest first, optionally of one status; the cursor is the last returned job's creation time."""
+    def find(
+        self, status: JobStatus | None, limit: int, cursor: str | None, owner: str | None = None
+    ) -> tuple[list[JobRecord], str | None]:
+        """Jobs newest first, of one owner and/or one status (each has its own index, so a filter reads only
+        its own jobs); the cursor is the last returned job's creation time."""
         high = "+inf"
         if cursor:
             try:
                 high = f"({float(cursor)!r}"  # exclusive: resume strictly after the last job returned
             except ValueError:
                 raise InvalidRequest("malformed cursor", "cursor") from None
-        key = index_key(self.settings.key_prefix)
+        key = index_key(self.settings.key_prefix, owner, status.value if status else None)
         found: list[JobRecord] = []
         offset = 0
         while len(found) <= limit:
             batch: list[bytes] = self.redis.zrevrangebyscore(  # type: ignore[assignment]
-                key, high, "-inf", start=offset, num=max(limit * 2, 50)
+                key, high, "-inf", start=offset, num=limit + 1 - len(found)
             )
             if not batch:
                 break
             offset += len(batch)
-            for member in batch:
-                record = self.store.get(member.decode())
+            for record in self.store.get_many(m.decode() for m in batch):
+                # Past retention (swept later), or moved on since the index was read: not part of this page.
                 if record is not None and (status is None or record.status == status):
                     found.append(record)
         page = found[:limit]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from enum import StrEnum
 from typing import Any, Literal
@@ -129,6 +131,26 @@ class GenerationParams(GenerationInputs):
         """Seed of image `index`: image k of a request regenerates alone with `seed=image_seed(k), num_images=1`."""
         return (self.seed + index) % SEED_MODULUS
 
+    def batch_key(self) -> str:
+        """What jobs must share to be denoised as one batch: everything but prompts, seeds, image count,
+        input images themselves and output encoding. Equal keys batch; a worker claims by it."""
+        shared = self.model_dump(
+            mode="json",
+            exclude={
+                "prompt",
+                "negative_prompt",
+                "seed",
+                "num_images",
+                "output_format",
+                "output_quality",
+                "init_image",
+                "mask_image",
+                "control_image",
+            },
+        )
+        shared["inputs"] = [self.init_image is not None, self.mask_image is not None, self.control_image is not None]
+        return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:24]
+
     @property
     def megapixel_steps(self) -> float:
         """Denoising work of the job: steps x megapixels x images (what step cost is measured per)."""
@@ -147,6 +169,7 @@ class JobPayload(BaseModel):
     start_by: float | None = None
     timeout_seconds: int | None = None
     preview_every: int | None = None
+    priority: Priority = Priority.NORMAL
 
 
 class ImageRecord(BaseModel):
@@ -220,6 +243,8 @@ class JobRecord(BaseModel):
     webhook_events: list[WebhookEvent] = Field(default_factory=list)
     preview_every: int | None = None
     preview: str | None = None
+    owner: str | None = None  # name of the API key that created the job (None: auth off)
+    batch_key: str | None = None  # params.batch_key(): workers claim queued jobs with theirs into one batch
 
 
 def now() -> float:

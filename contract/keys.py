@@ -38,9 +38,16 @@ def events_key(prefix: str, job_id: str) -> str:
     return f"{prefix}:events:{job_id}"
 
 
-def index_key(prefix: str) -> str:
-    """Sorted set of job ids by creation time, for listing and retention."""
-    return f"{prefix}:jobs"
+def index_key(prefix: str, owner: str | None = None, status: str | None = None) -> str:
+    """Sorted set of job ids by creation time, for listing and retention: every job, or one owner's, or
+    those of one status (of one owner). The status sets are kept by the record's transition script."""
+    key = f"{prefix}:jobs" if owner is None else f"{prefix}:jobs:owner:{owner}"
+    return key if status is None else f"{key}:status:{status}"
+
+
+def active_jobs_key(prefix: str, owner: str) -> str:
+    """Set of an API key's jobs that are queued or running (its concurrency quota counts them)."""
+    return f"{prefix}:active:{owner}"
 
 
 def idempotency_key(prefix: str, digest: str) -> str:

@@ -8,6 +8,7 @@ from any event id without losing the terminal one.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -24,28 +25,50 @@ from contract.jobs import (
     Stage,
     now,
 )
-from contract.keys import deadlines_key, events_key, index_key, job_key, webhook_stream_key
+from contract.keys import active_jobs_key, deadlines_key, events_key, index_key, job_key, webhook_stream_key
 
-# KEYS[1] = job hash, KEYS[2] = event stream, KEYS[3] = webhook stream; ARGV[1] = JSON list of statuses the job may move
-# from, ARGV[2] = TTL seconds (0 = keep), ARGV[3] = field to increment ("" for none),
-# ARGV[4] = max events kept, ARGV[5..] = field/value pairs (values JSON).
+# KEYS[1] = job hash, KEYS[2] = its event stream, KEYS[3] = the webhook stream.
+# ARGV[1] = JSON list of statuses the job may move from, ARGV[2] = TTL seconds (0 = keep), ARGV[3] = field to
+# increment ("" for none), ARGV[4] = max events kept, ARGV[5] = the attempt that must hold the job ("" = any),
+# ARGV[6] = key prefix, ARGV[7] = job id, ARGV[8..] = field/value pairs (values JSON).
+# Returns 0 (no such job), -1 (status not allowed), -2 (another attempt holds the job), else 1 or the
+# incremented value. Index key names mirror contract.keys.index_key and active_jobs_key.
 _TRANSITION = """
 local raw = redis.call('HGET', KEYS[1], 'status')
 if not raw then return 0 end
 local status = cjson.decode(raw)
-local allowed = cjson.decode(ARGV[1])
 local ok = false
-for _, s in ipairs(allowed) do if s == status then ok = true end end
+for _, s in ipairs(cjson.decode(ARGV[1])) do if s == status then ok = true end end
 if not ok then return -1 end
-if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
-if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[3], 1) end
+if ARGV[5] ~= '' and tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') ~= tonumber(ARGV[5]) then
+  return -2
+end
+if #ARGV > 8 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
+local result = 1
+if ARGV[3] ~= '' then result = redis.call('HINCRBY', KEYS[1], ARGV[3], 1) end
+local new = cjson.decode(redis.call('HGET', KEYS[1], 'status'))
+if new ~= status then
+  local prefix, id = ARGV[6], ARGV[7]
+  local created = tonumber(redis.call('HGET', KEYS[1], 'created_at'))
+  local owner = cjson.decode(redis.call('HGET', KEYS[1], 'owner') or 'null')
+  redis.call('ZREM', prefix .. ':jobs:status:' .. status, id)
+  redis.call('ZADD', prefix .. ':jobs:status:' .. new, created, id)
+  if owner ~= cjson.null then
+    local own = prefix .. ':jobs:owner:' .. owner .. ':status:'
+    redis.call('ZREM', own .. status, id)
+    redis.call('ZADD', own .. new, created, id)
+    if new == 'succeeded' or new == 'failed' or new == 'canceled' then
+      redis.call('SREM', prefix .. ':active:' .. owner, id)
+    end
+  end
+end
 local names = {'status', 'progress', 'error', 'cancel_reason', 'started_at', 'finished_at', 'attempts'}
 local values = redis.call('HMGET', KEYS[1], unpack(names))
 local parts = {}
 for i, name in ipairs(names) do
   if values[i] then table.insert(parts, '"' .. name .. '":' .. values[i]) end
 end
-for i = 5, #ARGV, 2 do  -- a preview image rides only on the event that brought it
+for i = 8, #ARGV, 2 do  -- a preview image rides only on the event that brought it
   if ARGV[i] == 'preview' then table.insert(parts, '"preview":' .. ARGV[i + 1]) end
 end
 local state = '{' .. table.concat(parts, ',') .. '}'
@@ -58,9 +81,10 @@ if tonumber(ARGV[2]) > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   redis.call('EXPIRE', KEYS[2], ARGV[2])
 end
-return 1
+return result
 """
 
+log = logging.getLogger(__name__)
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 MAX_EVENTS = 1000
 
@@ -73,7 +97,11 @@ def _encode(record: JobRecord) -> dict[str, str]:
 def _decode(raw: Mapping[bytes, bytes]) -> JobRecord | None:
     if not raw or b"status" not in raw:
         return None
-    return JobRecord.model_validate({k.decode(): json.loads(v) for k, v in raw.items()})
+    try:
+        return JobRecord.model_validate({k.decode(): json.loads(v) for k, v in raw.items()})
+    except ValueError:  # a record this version cannot read (ValidationError, bad JSON): unreadable, not fatal
+        log.error("unreadable job record", extra={"fields": sorted(k.decode() for k in raw)})
+        return None
 
 
 class JobStore:
@@ -94,7 +122,7 @@ class JobStore:
         return events_key(self.prefix, job_id)
 
     def create(self, record: JobRecord, pipe: Pipeline) -> None:
-        """Queue the write of a new record, its first event and its index entry in `pipe` (one transaction)."""
+        """Queue the write of a new record, its first event and its index entries in `pipe` (one transaction)."""
         pipe.hset(self.key(record.id), mapping=_encode(record))  # type: ignore[arg-type]
         state = {
             "status": record.status.value,
@@ -102,7 +130,12 @@ class JobStore:
             "attempts": 0,
         }
         pipe.xadd(self.events(record.id), {"state": json.dumps(state)}, maxlen=MAX_EVENTS, approximate=True)
-        pipe.zadd(index_key(self.prefix), {record.id: record.created_at})
+        owners = [None] if record.owner is None else [None, record.owner]
+        for owner in owners:
+            pipe.zadd(index_key(self.prefix, owner), {record.id: record.created_at})
+            pipe.zadd(index_key(self.prefix, owner, record.status.value), {record.id: record.created_at})
+        if record.owner is not None:
+            pipe.sadd(active_jobs_key(self.prefix, record.owner), record.id)
         if record.start_by is not None:
             pipe.zadd(deadlines_key(self.prefix), {record.id: record.start_by})
 
@@ -125,59 +158,83 @@ class JobStore:
         *,
         ttl_seconds: int = 0,
         increment: str = "",
-    ) -> bool:
-        """Set `fields` (and append an event) if the job's status is one of `allowed_from`."""
-        args: list[str | int] = [json.dumps([s.value for s in allowed_from]), ttl_seconds, increment, MAX_EVENTS]
+        attempt: int | None = None,
+    ) -> int:
+        """Set `fields` (and append an event) if the job's status is one of `allowed_from` and, when `attempt`
+        is given, that attempt still holds the job. Returns the script's answer (see _TRANSITION)."""
+        args: list[str | int] = [
+            json.dumps([s.value for s in allowed_from]),
+            ttl_seconds,
+            increment,
+            MAX_EVENTS,
+            "" if attempt is None else attempt,
+            self.prefix,
+            job_id,
+        ]
         for name, value in fields.items():
             args += [name, json.dumps(value)]
         keys = [self.key(job_id), self.events(job_id), webhook_stream_key(self.prefix)]
-        return bool(self._transition(keys=keys, args=args) == 1)
+        return int(self._transition(keys=keys, args=args))
 
-    def mark_running(self, job_id: str, worker: str, total_steps: int) -> bool:
-        """A worker took the job (again, after a lost worker); counts the attempt."""
+    def mark_running(self, job_id: str, worker: str, total_steps: int) -> int | None:
+        """A worker took the job (again, after a lost worker): the number of this attempt, or None when the job
+        may not run (canceled, finished or deleted). Every later write of the attempt is fenced with it."""
         fields = {
             "status": JobStatus.RUNNING.value,
             "started_at": now(),
             "worker": worker,
             "progress": Progress.at(Stage.LOADING, 0, total_steps).model_dump(mode="json"),
         }
-        return self.transition(job_id, ACTIVE, fields, increment="attempts")
+        attempt = self.transition(job_id, ACTIVE, fields, increment="attempts")
+        return attempt if attempt > 0 else None
 
-    def set_progress(self, job_id: str, progress: Progress, preview: str | None = None) -> bool:
-        """Record progress (and a preview data URL); False once the job is no longer running: the worker stops."""
+    def set_progress(self, job_id: str, progress: Progress, attempt: int, preview: str | None = None) -> int:
+        """Record progress (and a preview data URL). 1 while the attempt may go on; -1 once the job left
+        `running` (canceled), -2 once another attempt holds it, 0 once it is gone: the worker stops."""
         fields: dict[str, Any] = {"progress": progress.model_dump(mode="json")}
         if preview is not None:
             fields["preview"] = preview
-        return self.transition(job_id, (JobStatus.RUNNING,), fields)
+        return self.transition(job_id, (JobStatus.RUNNING,), fields, attempt=attempt)
 
-    def succeed(self, job_id: str, images: list[ImageRecord], total_steps: int) -> bool:
-        """End the job with its stored images; starts the retention clock."""
+    def succeed(self, job_id: str, images: list[ImageRecord], total_steps: int, attempt: int) -> bool:
+        """End the job with its stored images (only if `attempt` still holds it); starts the retention clock."""
         fields = {
             "status": JobStatus.SUCCEEDED.value,
             "finished_at": now(),
             "images": [image.model_dump() for image in images],
             "progress": Progress.at(Stage.DONE, total_steps, total_steps).model_dump(mode="json"),
         }
-        return self.transition(job_id, (JobStatus.RUNNING,), fields, ttl_seconds=self.retention_seconds)
+        ttl = self.retention_seconds
+        return self.transition(job_id, (JobStatus.RUNNING,), fields, ttl_seconds=ttl, attempt=attempt) == 1
 
-    def fail(self, job_id: str, error: JobError) -> bool:
-        """End the job with an error a client may read; starts the retention clock."""
+    def fail(self, job_id: str, error: JobError, attempt: int | None = None) -> bool:
+        """End the job with an error a client may read (fenced when `attempt` is given); starts retention."""
         fields = {"status": JobStatus.FAILED.value, "finished_at": now(), "error": error.model_dump(mode="json")}
-        return self.transition(job_id, ACTIVE, fields, ttl_seconds=self.retention_seconds)
+        return self.transition(job_id, ACTIVE, fields, ttl_seconds=self.retention_seconds, attempt=attempt) == 1
+
+    def requeue(self, job_id: str, attempt: int | None = None) -> bool:
+        """The job's worker stopped or died and RQ queued it again: show it queued until another attempt starts."""
+        record = self.get(job_id)
+        steps = record.params.num_inference_steps if record else 0
+        fields = {"status": JobStatus.QUEUED.value, "progress": Progress.at(Stage.QUEUED, 0, steps).model_dump()}
+        return self.transition(job_id, (JobStatus.RUNNING,), fields, attempt=attempt) == 1
 
     def cancel(self, job_id: str, reason: CancelReason, only_queued: bool = False) -> bool:
         """End a queued or running job as canceled; a running one stops at its next step boundary."""
         fields = {"status": JobStatus.CANCELED.value, "finished_at": now(), "cancel_reason": reason.value}
         allowed = (JobStatus.QUEUED,) if only_queued else ACTIVE
-        return self.transition(job_id, allowed, fields, ttl_seconds=self.retention_seconds)
+        return self.transition(job_id, allowed, fields, ttl_seconds=self.retention_seconds) == 1
 
-    def note_stop(self, job_id: str, progress: Progress) -> bool:
+    def note_stop(self, job_id: str, progress: Progress, attempt: int) -> bool:
         """After a cancel, record the step at which the worker actually stopped."""
-        return self.transition(job_id, (JobStatus.CANCELED,), {"progress": progress.model_dump(mode="json")})
+        fields = {"progress": progress.model_dump(mode="json")}
+        return self.transition(job_id, (JobStatus.CANCELED,), fields, attempt=attempt) == 1
 
-    def delete(self, job_id: str) -> None:
-        """Remove the record, its events and its index entry."""
+    def delete(self, record: JobRecord) -> None:
+        """Remove the record, its events and its index entries."""
         with self.redis.pipeline() as pipe:
-            pipe.delete(self.key(job_id), self.events(job_id))
-            pipe.zrem(index_key(self.prefix), job_id)
+            pipe.delete(self.key(record.id), self.events(record.id))
+            for owner in [None] if record.owner is None else [None, record.owner]:
+                pipe.zrem(index_key(self.prefix, owner), record.id)
+                pipe.zrem(index_key(self.prefix, owner, record.status.value), record.id)
             pipe.execute()

@@ -372,3 +372,12 @@ def job_object(job_id: str, status: str, step: int = 0, total: int = 4) -> dict[
         "images": [],
         "params": {},
     }
+
+
+def generate(
+    pipeline: WarmPipeline, p: GenerationParams, on_step: Callable[[int, int], bool] | None = None
+) -> list[np.ndarray]:
+    """The images of one job generated alone on a warm pipeline."""
+    from worker.batch import Batch, JobInput
+
+    return pipeline.generate(Batch([JobInput(p)]), on_step or (lambda done, total: True))[0]

@@ -21,7 +21,7 @@ STEP_SECONDS = Histogram(
 QUEUE_WAIT_SECONDS = Histogram(
     f"{PREFIX}_job_queue_wait_seconds",
     "Time from submission until a worker started the job.",
-    ["model"],
+    ["model", "priority"],
     buckets=JOB_BUCKETS,
 )
 INFERENCE_SECONDS = Histogram(
@@ -40,6 +40,11 @@ JOBS_FINISHED = Counter(
     f"{PREFIX}_jobs_finished_total",
     "Jobs this worker ended, by outcome (succeeded, failed) and error type.",
     ["model", "outcome", "reason"],
+)
+JOBS_REQUEUED = Counter(
+    f"{PREFIX}_jobs_requeued_total",
+    "Jobs whose worker died (abandoned) and that were queued again for another attempt.",
+    ["model"],
 )
 IMAGES_GENERATED = Counter(f"{PREFIX}_images_generated_total", "Images generated and stored.", ["model"])
 WORKER_BUSY = Gauge(f"{PREFIX}_worker_busy", "1 while this worker runs a job, else 0.", ["model"])
@@ -69,6 +74,7 @@ __all__ = [
     "IMAGES_GENERATED",
     "INFERENCE_SECONDS",
     "JOBS_FINISHED",
+    "JOBS_REQUEUED",
     "JOB_SECONDS",
     "MODEL_INFO",
     "PIPELINE_LOAD_SECONDS",

@@ -11,7 +11,7 @@ import inspect
 import itertools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,43 +22,23 @@ from diffusers import (
     AutoPipelineForText2Image,
     DiffusionPipeline,
 )
-from PIL.Image import Image as PILImage
 
 from contract.jobs import GenerationParams, LoraSpec
 from worker import provenance, schedulers
+from worker.batch import Batch, JobInput
 from worker.compiling import compile_denoiser
-from worker.failures import BadOutput, InvalidInput
+from worker.decoding import Decoder
+from worker.failures import InvalidInput
 from worker.hotswap import HotswapLoras
 from worker.loading import Runtime, denoiser_of, load_controlnets, native_size
 from worker.loras import LoraLibrary
 from worker.settings import WorkerSettings
+from worker.stepclock import Observe, StepClock
 
 log = logging.getLogger(__name__)
 
-StepHook = Callable[[int, int, float], bool]  # (steps done, total steps, step seconds) -> keep going?
+StepHook = Callable[[int, int], bool]  # (steps done, total steps) -> keep going?
 PreviewHook = Callable[[int, Any], None]  # (steps done, latents of the batch)
-DEFAULT_STRENGTH = 0.8
-
-
-class StepClock:
-    """Times each denoising step: from the denoiser's first forward of a step to the end-of-step callback."""
-
-    def __init__(self, sync: Callable[[], None]) -> None:
-        self._started: float | None = None
-        self._sync = sync
-
-    def mark_forward(self, *_: Any) -> None:
-        """Forward pre-hook: the step starts at its first denoiser call (CFG may call it twice)."""
-        if self._started is None:
-            self._started = time.perf_counter()
-
-    def lap(self) -> float:
-        """Seconds since the step started; resets for the next step."""
-        self._sync()
-        now = time.perf_counter()
-        elapsed = now - (self._started or now)
-        self._started = None
-        return elapsed
 
 
 class WarmPipeline:
@@ -71,7 +51,8 @@ class WarmPipeline:
         self.width, self.height = native_size(pipe)
         self.last_scheduler: Any = pipe.scheduler
         self.fingerprint = provenance.model_fingerprint(settings.model_source, settings.local_model)
-        self.clock = StepClock(torch.cuda.synchronize if runtime.device.type == "cuda" else lambda: None)
+        self.clock = StepClock(runtime.device)
+        self.observe_step: Observe = lambda seconds: None  # where step durations go (the runner's metrics)
         if settings.default_scheduler:
             pipe.scheduler = schedulers.build(pipe.scheduler, settings.default_scheduler)
         # Text-to-image, image-to-image, inpainting and ControlNet pipelines over the same modules
@@ -85,6 +66,7 @@ class WarmPipeline:
         )
         self.phase = "warmup"  # label of compilations: expected during warm-up, a recompile afterwards
         self.controlnets = load_controlnets(pipe, settings, runtime)
+        self.decoder = Decoder(pipe, runtime, settings.decode_slice_pixels)
         if settings.compile:
             compile_denoiser(pipe, settings, lambda: self.phase)
         denoiser_of(self.pipe).register_forward_pre_hook(self.clock.mark_forward)
@@ -100,15 +82,14 @@ class WarmPipeline:
         return [(w, h) for w, h in sizes] or [(self.width, self.height)]
 
     def warm_up(self) -> float:
-        """Run one short generation per warm-up size (compiling each bucket); returns the seconds spent.
+        """Run short generations per warm-up size, compiling each bucket; returns the seconds spent.
 
-        Compiled and batching, each size is also run with two images: the second batch size makes
-        torch.compile build a graph with a dynamic batch dimension, so requests with any number of
-        images run without a recompile (measured: 1-4 images, no compilation after warm-up).
+        Compiled, each size runs with one image and with the largest batch a worker takes
+        (`max_batch_images`), so every batch size in between runs without a recompile.
         """
         started = time.perf_counter()
         s = self.settings
-        counts = [1, 2] if s.compile and s.batch_images else [1]
+        counts = sorted({1, max(s.max_batch_images, 2)}) if s.compile and s.batch_images else [1]
         for (width, height), count in itertools.product(self.warm_sizes(), counts):
             guidance = s.default_guidance_scale if s.fixed_guidance_scale is None else s.fixed_guidance_scale
             params = GenerationParams(
@@ -121,7 +102,7 @@ class WarmPipeline:
                 num_images=count,
             )
             began = time.perf_counter()
-            self.generate(params, lambda done, total, seconds: True)
+            self.generate(Batch([JobInput(params)]), lambda done, total: True)
             log.info(
                 "warm-up generation done",
                 extra={"size": f"{width}x{height}", "images": count, "seconds": round(time.perf_counter() - began, 2)},
@@ -162,72 +143,55 @@ class WarmPipeline:
         return pipe
 
     def generate(
-        self,
-        params: GenerationParams,
-        on_step: StepHook,
-        on_preview: PreviewHook | None = None,
-        preview_every: int = 0,
-        inputs: Mapping[str, PILImage] | None = None,
-    ) -> list[np.ndarray]:
-        """Denoise and decode; returns HxWx3 uint8 arrays. `on_step` returning False stops at that step;
-        `on_preview` gets the latents every `preview_every` steps; `inputs` holds `init` (and `mask`)."""
-        seeds = [params.image_seed(k) for k in range(params.num_images)]
-        batches = [seeds] if self.settings.batch_images else [[s] for s in seeds]
-        images: list[np.ndarray] = []
-        self.loras.activate(params.loras)
+        self, batch: Batch, on_step: StepHook, on_preview: PreviewHook | None = None
+    ) -> list[list[np.ndarray]]:
+        """Denoise and decode a batch; returns each job's HxWx3 uint8 images. `on_step` returning False
+        stops the whole batch at that step; `on_preview` gets the batch's latents after every step."""
+        self.loras.activate(list(batch.params.loras))
         try:
-            for batch in batches:
-                images.extend(self._run(params, batch, on_step, on_preview, preview_every, inputs or {}))
+            if self.settings.batch_images:
+                return batch.split(self._run(batch, on_step, on_preview))
+            # One image per pipeline call: each image is bit-identical to itself generated alone.
+            rows = [
+                row
+                for job in batch.jobs
+                for k in range(job.params.num_images)
+                for row in self._run(Batch([JobInput(_single(job.params, k), job.images)]), on_step, on_preview)
+            ]
+            return batch.split(rows)
         finally:
             self.loras.deactivate()  # the next job sees the base model, exactly
-        return images
 
-    def _run(
-        self,
-        params: GenerationParams,
-        seeds: list[int],
-        on_step: StepHook,
-        on_preview: PreviewHook | None,
-        preview_every: int,
-        inputs: Mapping[str, PILImage],
-    ) -> list[np.ndarray]:
-        kind = "inpaint" if "mask" in inputs else "image" if "init" in inputs else "text"
-        if params.controlnet is not None:
-            if params.controlnet not in self.controlnets:
-                raise InvalidInput(f"ControlNet {params.controlnet!r} is not loaded on this worker")
-            kind = f"control:{params.controlnet}"
-        pipe = self._job_pipeline(kind, params.scheduler)
+    def _run(self, batch: Batch, on_step: StepHook, on_preview: PreviewHook | None) -> list[np.ndarray]:
+        kind = batch.kind()
+        if kind.startswith("control:") and kind.split(":", 1)[1] not in self.controlnets:
+            raise InvalidInput(f"ControlNet {batch.params.controlnet!r} is not loaded on this worker")
+        pipe = self._job_pipeline(kind, batch.params.scheduler)
+        final: dict[str, Any] = {}
 
         def callback(p: DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            total = int(getattr(p, "_num_timesteps", None) or params.num_inference_steps)
-            if not on_step(index + 1, total, self.clock.lap()):
+            self.clock.lap(self.observe_step)
+            total = int(getattr(p, "_num_timesteps", None) or batch.params.num_inference_steps)
+            final["latents"] = tensors.get("latents")
+            if not on_step(index + 1, total):
                 p._interrupt = True
-            elif on_preview is not None and preview_every and (index + 1) % preview_every == 0 and index + 1 < total:
+            elif on_preview is not None and index + 1 < total:
                 on_preview(index + 1, tensors.get("latents"))
             return tensors
 
-        self.clock.lap()  # discard time since the last job
+        self.clock.reset()
+        decoder = self.decoder.configure(batch.size, batch.params.width * batch.params.height)
         with torch.inference_mode():
-            result = pipe(
-                prompt=params.prompt,
-                negative_prompt=params.negative_prompt,
-                **_image_inputs(pipe, kind, params, inputs),
-                num_inference_steps=params.num_inference_steps,
-                guidance_scale=params.guidance_scale,
-                num_images_per_prompt=len(seeds),
-                # CPU generators: the same seed gives the same starting noise on every device.
-                generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-                output_type="np",
-                callback_on_step_end=callback,
-            )
+            result = pipe(**batch.call_args(pipe), output_type="np", callback_on_step_end=callback)
+            self.clock.flush()
+            pixels = np.asarray(result.images)
+            if not np.isfinite(pixels).all():
+                pixels = decoder.retry_in_float32(pipe, final.get("latents"))
         self.last_scheduler = pipe.scheduler
-        pixels = np.asarray(result.images)
-        if not np.isfinite(pixels).all():
-            raise BadOutput("the pipeline produced non-finite pixels (numeric overflow); try bfloat16 or float32")
         return list((pixels * 255).round().clip(0, 255).astype(np.uint8))
 
-    def reproducibility(self, model: str, seed: int, loras: list[LoraSpec]) -> dict[str, Any]:
-        """The record that lets image `seed` of the last job be regenerated exactly."""
+    def reproducibility(self, model: str, seed: int, loras: list[LoraSpec], batch_size: int) -> dict[str, Any]:
+        """The record that lets image `seed` of the last batch be regenerated (`batch_size`: images it ran with)."""
         record = provenance.record(
             model,
             self.fingerprint,
@@ -238,6 +202,7 @@ class WarmPipeline:
             self.settings.compile,
         )
         record["loras"] = [{**lora.model_dump(), "sha256": self.loras.hashes.get(lora.name)} for lora in loras]
+        record["batch_size"] = batch_size
         return record
 
     def release_memory(self) -> None:
@@ -256,19 +221,6 @@ class WarmPipeline:
         }
 
 
-def _image_inputs(
-    pipe: DiffusionPipeline, kind: str, params: GenerationParams, inputs: Mapping[str, PILImage]
-) -> dict[str, Any]:
-    """The size and input-image arguments of a pipeline call for this kind of job."""
-    extra: dict[str, Any] = {}
-    if "width" in inspect.signature(type(pipe).__call__).parameters:
-        # Some image-to-image pipelines (SD 1.x) take the size from the image; others (SD3)
-        # would fall back to their native size without it.
-        extra = {"width": params.width, "height": params.height}
-    if kind in ("image", "inpaint"):
-        extra |= {"image": inputs["init"], "strength": params.strength or DEFAULT_STRENGTH}
-        if kind == "inpaint":
-            extra["mask_image"] = inputs["mask"]
-    if params.controlnet is not None:
-        extra |= {"image": inputs["control"], "controlnet_conditioning_scale": params.controlnet_conditioning_scale}
-    return extra
+def _single(params: GenerationParams, index: int) -> GenerationParams:
+    """Image `index` of a job as a job of its own (same pixels, when images are not batched)."""
+    return params.model_copy(update={"seed": params.image_seed(index), "num_images": 1})

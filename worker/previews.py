@@ -16,11 +16,11 @@ SD_LATENT_RGB = (
 )
 
 
-def latent_preview(latents: Any, max_side: int = 128) -> np.ndarray | None:
-    """A rough RGB picture of the first image's latents (HxWx3 uint8), or None for packed latents."""
+def latent_preview(latents: Any, row: int = 0, max_side: int = 128) -> np.ndarray | None:
+    """A rough RGB picture of one row's latents (HxWx3 uint8), or None for packed latents."""
     if latents is None or latents.ndim != 4:
         return None
-    first = latents[0].float().cpu()
+    first = latents[row].float().cpu()
     if first.shape[0] == len(SD_LATENT_RGB):
         rgb = torch.einsum("chw,cr->hwr", first, torch.tensor(SD_LATENT_RGB))
         rgb = ((rgb + 1) / 2).clamp(0, 1)

@@ -18,14 +18,16 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from contract.jobs import JobError, JobErrorType
 from contract.keys import queue_names
 from contract.models import LoraInfo, ModelInfo
 from contract.records import JobStore
 from contract.storage import open_storage
-from worker import metrics, tasks
+from worker import metrics
+from worker.claims import Claimer
 from worker.loading import ModelLoadError, load, pick_runtime
 from worker.pipeline import WarmPipeline
-from worker.rqworker import GPUWorker
+from worker.rqworker import GPUWorker, SafeJob
 from worker.runner import Runner
 from worker.settings import WorkerSettings
 
@@ -108,11 +110,16 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         return 2
     redis = Redis.from_url(settings.redis_url)
     store = JobStore(redis, settings.key_prefix, settings.job_retention_seconds)
-    runner = Runner(warm, store, open_storage(settings.storage_url), model, settings)
     # Listed highest priority first: RQ's default dequeue takes from the first non-empty queue.
     queues = [
-        Queue(name, connection=redis, serializer=JSONSerializer) for name in queue_names(settings.key_prefix, model)
+        Queue(name, connection=redis, serializer=JSONSerializer, job_class=SafeJob)
+        for name in queue_names(settings.key_prefix, model)
     ]
+    claim = (
+        Claimer(redis, settings.key_prefix, queues, settings.max_batch_images)
+        if settings.max_batch_images > 1
+        else None
+    )
     worker = GPUWorker(
         queues,
         connection=redis,
@@ -121,9 +128,27 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         worker_ttl=settings.worker_ttl_seconds,
         heartbeat_ttl=settings.heartbeat_ttl_seconds,
         maintenance_interval=settings.maintenance_interval_seconds,
+        on_abandoned=lambda job_id, retries_left: abandoned(store, model, job_id, retries_left),
+        claim=claim,
     )
-    tasks.install(runner, worker.job_heartbeat)
+    worker.runner = Runner(warm, store, open_storage(settings.storage_url), settings, on_done=worker.job_done)
     model_info(settings, warm).publish(redis, settings.key_prefix, model)
     log.info("taking jobs", extra={"queues": ",".join(q.name for q in queues), "worker": settings.worker_id})
-    ok = worker.work(burst=burst, logging_level=settings.log_level)
-    return 0 if ok or burst else 1
+    worker.work(burst=burst, logging_level=settings.log_level)
+    # A requested stop (SIGTERM) or an emptied queue in burst mode is a clean exit; anything else made
+    # RQ's loop give up (e.g. Redis unreachable for too long): exit non-zero so the supervisor restarts us.
+    return 0 if worker._stop_requested or burst else 1
+
+
+def abandoned(store: JobStore, model: str, job_id: str, retries_left: int) -> None:
+    """RQ found a job whose worker died: its record shows it queued again, or lost when no retry is left."""
+    if retries_left > 0:
+        store.requeue(job_id)
+        metrics.JOBS_REQUEUED.labels(model).inc()
+        log.warning("job's worker died; re-queued", extra={"job_id": job_id, "retries_left": retries_left})
+    else:
+        error = JobError(
+            type=JobErrorType.WORKER_LOST, message="the worker running this job stopped and its retries are exhausted"
+        )
+        store.fail(job_id, error)
+        log.warning("job's worker died on every attempt; failed", extra={"job_id": job_id})

@@ -33,6 +33,17 @@ class WorkerSettings(CommonSettings):
     warmup_steps: int = Field(default=2, ge=1)
     cpu_threads: int = Field(default=0, ge=0, description="torch intra-op threads on CPU; 0 = torch's default.")
     batch_images: bool = Field(default=True, description="Denoise the images of one request as one batch.")
+    max_batch_images: int = Field(
+        default=8,
+        ge=1,
+        description="Images one denoising batch may hold, counting compatible jobs claimed together from the queue; "
+        "1 turns cross-request batching off.",
+    )
+    decode_slice_pixels: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1,
+        description="Past this many pixels in a batch (images x width x height) the VAE decodes one image at a time.",
+    )
     controlnets: dict[str, str] = Field(
         default_factory=dict, description="ControlNets of this model: name -> local folder or hub id (JSON)."
     )
@@ -58,10 +69,12 @@ class WorkerSettings(CommonSettings):
     metrics_port: int = Field(default=9101, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    # A job's started-registry entry lives this long after the last step; a killed worker's job
-    # is then re-queued by any idle worker's maintenance within `maintenance_interval_seconds`.
-    heartbeat_ttl_seconds: int = Field(default=60, ge=2)
-    maintenance_interval_seconds: int = Field(default=30, ge=1)
+    # A running job's started-registry entry lives this long after its last heartbeat (a thread sends
+    # one every quarter of it while the process runs the job); a killed worker's job is re-queued by the
+    # next maintenance of any worker, every `maintenance_interval_seconds`. Defaults: back on another
+    # worker within about 13 s of the kill.
+    heartbeat_ttl_seconds: int = Field(default=10, ge=2)
+    maintenance_interval_seconds: int = Field(default=3, ge=1)
     worker_ttl_seconds: int = Field(default=60, ge=16)
 
     @field_validator("warmup_sizes")

@@ -23,6 +23,9 @@ class Storage(Protocol):
     def get(self, key: str) -> bytes:
         """The object's bytes; ObjectMissing if there is none."""
 
+    def delete(self, key: str) -> None:
+        """Remove one object; no error if there is none."""
+
     def delete_job(self, job_id: str) -> None:
         """Remove every object of a job; no error if there are none."""
 

@@ -56,6 +56,13 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"cannot read {key}: {exc.strerror}") from exc
 
+    def delete(self, key: str) -> None:
+        """Remove one object; no error if there is none."""
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key}: {exc.strerror}") from exc
+
     def delete_job(self, job_id: str) -> None:
         """Remove every object of a job (a failed half-way job, retention, DELETE)."""
         shutil.rmtree(self.root / check_job_id(job_id), ignore_errors=True)

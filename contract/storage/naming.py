@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 
-# `<32 hex job id>/<index or input name>.<ext>`: the only shape a key may have.
-KEY_PATTERN = re.compile(r"^(?P<job>[0-9a-f]{32})/(?P<name>([0-9]{1,3}|init|mask|control)\.(?P<ext>png|jpeg|webp))$")
+# `<32 hex job id>/<image index>-<attempt>.<ext>` (outputs; keys without the attempt are accepted as written
+# before attempts were fenced) or `<job id>/<input name>.png`: the only shapes a key may have.
+KEY_PATTERN = re.compile(
+    r"^(?P<job>[0-9a-f]{32})/(?P<name>([0-9]{1,3}(-[0-9]{1,3})?|init|mask|control)\.(?P<ext>png|jpeg|webp))$"
+)
 # Input images a request brought (image-to-image, inpainting, ControlNet); never served back.
 INPUT_NAMES = ("init", "mask", "control")
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
@@ -30,9 +33,9 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def image_key(job_id: str, index: int, ext: str) -> str:
-    """Key of output image `index` of a job."""
-    return check_key(f"{job_id}/{index}.{ext}")
+def image_key(job_id: str, index: int, ext: str, attempt: int) -> str:
+    """Key of output image `index` of a job, as written by `attempt`: attempts never share an object."""
+    return check_key(f"{job_id}/{index}-{attempt}.{ext}")
 
 
 def input_key(job_id: str, name: str) -> str:

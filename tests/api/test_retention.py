@@ -39,10 +39,12 @@ def test_expired_job_is_404_and_its_images_are_swept(
             JobRecord(id=job_id, model="tiny-sd", status=JobStatus.QUEUED, params=params, created_at=time.time()), pipe
         )
         pipe.execute()
-    key = image_key(job_id, 0, "png")
+    key = image_key(job_id, 0, "png", 1)
     LocalStorage(tmp_path).put(key, b"png", "image/png")
-    store.mark_running(job_id, "w", 2)
-    store.succeed(job_id, [ImageRecord(key=key, width=64, height=64, seed=1, content_type="image/png", bytes=3)], 2)
+    attempt = store.mark_running(job_id, "w", 2)
+    assert attempt == 1
+    image = ImageRecord(key=key, width=64, height=64, seed=1, content_type="image/png", bytes=3)
+    assert store.succeed(job_id, [image], 2, attempt)
     with TestClient(create_app(settings)) as client:
         assert client.get(f"/v1/generations/{job_id}").status_code == 200
         wait_for(lambda: client.get(f"/v1/generations/{job_id}").status_code == 404, 10, "the record to expire")

@@ -47,7 +47,7 @@ def all_metrics() -> dict[str, str]:
 
 def test_metric_names_follow_conventions() -> None:
     metrics = all_metrics()
-    assert len(metrics) == 20
+    assert len(metrics) >= 20
     for name, kind in metrics.items():
         assert re.fullmatch(r"diffusion_[a-z_]+", name), name
         if kind == "counter":

@@ -13,10 +13,19 @@ from tests.helpers import params
 
 SETTINGS = ApiSettings(max_prompt_chars=10, max_inference_steps=50, max_images_per_request=4, max_guidance_scale=20)
 INFO = ModelInfo(
-    pipeline="StableDiffusionPipeline", width=64, height=64, default_steps=20, default_guidance_scale=5.0,
-    scheduler="euler", schedulers=["euler", "ddim"], device="cpu", dtype="float32", controlnets=["edges"],
-    loras=[LoraInfo(name=n, sha256="0" * 64) for n in ("a", "b", "c")], max_steps=8,
-)  # fmt: skip
+    pipeline="StableDiffusionPipeline",
+    width=64,
+    height=64,
+    default_steps=20,
+    default_guidance_scale=5.0,
+    scheduler="euler",
+    schedulers=["euler", "ddim"],
+    device="cpu",
+    dtype="float32",
+    controlnets=["edges"],
+    loras=[LoraInfo(name=n, sha256="0" * 64) for n in ("a", "b", "c")],
+    max_steps=8,
+)
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,16 @@ from contract.models import ModelInfo
 
 SETTINGS = ApiSettings(default_image_side=512, default_inference_steps=25, default_guidance_scale=7.5)
 INFO = ModelInfo(
-    pipeline="StableDiffusionPipeline", width=64, height=96, default_steps=20, default_guidance_scale=5.0,
-    scheduler="euler", schedulers=["euler", "ddim"], device="cpu", dtype="float32",
-)  # fmt: skip
+    pipeline="StableDiffusionPipeline",
+    width=64,
+    height=96,
+    default_steps=20,
+    default_guidance_scale=5.0,
+    scheduler="euler",
+    schedulers=["euler", "ddim"],
+    device="cpu",
+    dtype="float32",
+)
 
 
 def resolve(

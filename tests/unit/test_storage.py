@@ -45,14 +45,21 @@ def test_malformed_keys_are_refused(tmp_path: Path, key: str) -> None:
 
 def test_put_is_atomic_and_readable(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
-    key = image_key(JOB, 0, "png")
+    key = image_key(JOB, 0, "png", 1)
     storage.put(key, b"abc", "image/png")
     assert storage.get(key) == b"abc"
-    assert [p.name for p in (tmp_path / JOB).iterdir()] == ["0.png"], "no temp files left behind"
+    assert [p.name for p in (tmp_path / JOB).iterdir()] == ["0-1.png"], "no temp files left behind"
     assert content_type_of(key) == "image/png"
     assert list(storage.jobs_older_than(time.time() + 1)) == [JOB]
     assert list(storage.jobs_older_than(time.time() - 60)) == []
+    other = image_key(JOB, 0, "png", 2)  # another attempt's image
+    storage.put(other, b"def", "image/png")
+    storage.delete(key)
+    assert storage.get(other) == b"def", "deleting one object leaves the others"
+    storage.delete(key)  # no error when already gone
     storage.delete_job(JOB)
+    with pytest.raises(ObjectMissing):
+        storage.get(other)
     with pytest.raises(ObjectMissing):
         storage.get(key)
 
@@ -65,7 +72,7 @@ def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr("os.replace", boom)
     with pytest.raises(StorageError, match="No space left"):
-        storage.put(image_key(JOB, 0, "png"), b"abc", "image/png")
+        storage.put(image_key(JOB, 0, "png", 1), b"abc", "image/png")
     assert list((tmp_path / JOB).iterdir()) == []
 
 

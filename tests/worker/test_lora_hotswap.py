@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from contract.jobs import LoraSpec
-from tests.helpers import params, warm
+from tests.helpers import generate, params, warm
 from worker.hotswap import HotswapLoras
 from worker.loras import LoraError
 from worker.metrics import REGISTRY
@@ -49,7 +49,7 @@ def compilations(phase: str) -> float:
 
 
 def run(pipeline: WarmPipeline, loras: list[dict[str, Any]]) -> np.ndarray:
-    return pipeline.generate(params(seed=21, num_inference_steps=4, loras=loras), lambda *_: True)[0].astype(int)
+    return generate(pipeline, params(seed=21, num_inference_steps=4, loras=loras))[0].astype(int)
 
 
 COMBINATIONS: list[list[dict[str, Any]]] = [
@@ -102,11 +102,11 @@ def test_switching_adapters_never_recompiles_and_matches_eager(
 def test_requests_with_more_images_do_not_recompile(compiled: WarmPipeline) -> None:
     before = compilations("serving")
     for count in (3, 1, 4):  # warm-up ran 1 and 2 images: the batch dimension is dynamic
-        assert len(compiled.generate(params(num_images=count), lambda *_: True)) == count
+        assert len(generate(compiled, params(num_images=count))) == count
     assert compilations("serving") == before
 
 
 def test_a_real_recompile_is_counted(compiled: WarmPipeline) -> None:
     before = compilations("serving")
-    compiled.generate(params(width=48, height=48), lambda *_: True)  # a size warm-up did not compile
+    generate(compiled, params(width=48, height=48))  # a size warm-up did not compile
     assert compilations("serving") > before

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import params, warm
+from tests.helpers import generate, params, warm
 from worker.loading import ModelLoadError
 from worker.pipeline import WarmPipeline
 
@@ -23,35 +23,37 @@ def test_loads_through_diffusers_and_knows_native_size(pipeline: WarmPipeline) -
 
 
 def test_same_request_gives_identical_pixels(pipeline: WarmPipeline) -> None:
-    first = pipeline.generate(params(num_images=2), lambda *_: True)
-    second = pipeline.generate(params(num_images=2), lambda *_: True)
+    first = generate(pipeline, params(num_images=2))
+    second = generate(pipeline, params(num_images=2))
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     assert first[0].shape == (64, 64, 3) and first[0].dtype == np.uint8
     assert not np.array_equal(first[0], first[1])
 
 
 def test_image_k_regenerates_alone(pipeline: WarmPipeline) -> None:
-    batch = pipeline.generate(params(num_images=3, seed=500), lambda *_: True)
-    alone = pipeline.generate(params(num_images=1, seed=502), lambda *_: True)
+    batch = generate(pipeline, params(num_images=3, seed=500))
+    alone = generate(pipeline, params(num_images=1, seed=502))
     # Batched GEMMs may round differently from batch size 1: at most one level of 255.
     assert np.abs(batch[2].astype(int) - alone[0].astype(int)).max() <= 1
 
 
 def test_unbatched_mode_is_bit_identical(tiny_sd: Path) -> None:
     sequential = warm(tiny_sd, batch_images=False)
-    batch = sequential.generate(params(num_images=2, seed=900), lambda *_: True)
-    alone = sequential.generate(params(num_images=1, seed=901), lambda *_: True)
+    batch = generate(sequential, params(num_images=2, seed=900))
+    alone = generate(sequential, params(num_images=1, seed=901))
     assert np.array_equal(batch[1], alone[0])
 
 
 def test_step_hook_sees_every_step_and_can_stop(pipeline: WarmPipeline) -> None:
-    seen: list[tuple[int, int, float]] = []
-    pipeline.generate(params(num_inference_steps=5), lambda d, t, s: seen.append((d, t, s)) is None)
-    assert [d for d, _, _ in seen] == [1, 2, 3, 4, 5]
-    assert all(t == 5 and s > 0 for _, t, s in seen)
+    seen: list[tuple[int, int]] = []
+    durations: list[float] = []
+    pipeline.observe_step = durations.append
+    generate(pipeline, params(num_inference_steps=5), lambda d, t: seen.append((d, t)) is None)
+    assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    assert len(durations) == 5 and all(s > 0 for s in durations), "every step is timed"
 
     stopped: list[int] = []
-    pipeline.generate(params(num_inference_steps=8), lambda d, t, s: stopped.append(d) is None and d < 2)
+    generate(pipeline, params(num_inference_steps=8), lambda d, t: stopped.append(d) is None and d < 2)
     # Stops at the step boundary after the hook said so: the denoiser runs no further step.
     assert stopped == [1, 2]
 
@@ -59,16 +61,16 @@ def test_step_hook_sees_every_step_and_can_stop(pipeline: WarmPipeline) -> None:
 def test_each_job_gets_a_fresh_scheduler(pipeline: WarmPipeline) -> None:
     shared = pipeline.pipe.scheduler
     config = dict(shared.config)
-    pipeline.generate(params(num_inference_steps=4), lambda *_: True)
+    generate(pipeline, params(num_inference_steps=4))
     assert pipeline.pipe.scheduler is shared
     assert dict(shared.config) == config
     assert getattr(shared, "num_inference_steps", None) is None, "the shared scheduler was stepped"
 
 
 def test_guidance_and_negative_prompt_change_the_image(pipeline: WarmPipeline) -> None:
-    base = pipeline.generate(params(), lambda *_: True)[0]
-    assert not np.array_equal(base, pipeline.generate(params(guidance_scale=1.0), lambda *_: True)[0])
-    assert not np.array_equal(base, pipeline.generate(params(negative_prompt="blue"), lambda *_: True)[0])
+    base = generate(pipeline, params())[0]
+    assert not np.array_equal(base, generate(pipeline, params(guidance_scale=1.0))[0])
+    assert not np.array_equal(base, generate(pipeline, params(negative_prompt="blue"))[0])
 
 
 def test_missing_model_gives_actionable_error(tmp_path: Path) -> None:
@@ -81,11 +83,11 @@ def test_each_named_scheduler_runs_and_matters(tiny_sd: Path, name: str) -> None
     pipeline = warm(tiny_sd)
     assert pipeline.default_scheduler == "euler"
     assert name in pipeline.scheduler_names
-    image = pipeline.generate(params(scheduler=name, num_inference_steps=4), lambda *_: True)[0]
-    again = pipeline.generate(params(scheduler=name, num_inference_steps=4), lambda *_: True)[0]
+    image = generate(pipeline, params(scheduler=name, num_inference_steps=4))[0]
+    again = generate(pipeline, params(scheduler=name, num_inference_steps=4))[0]
     assert np.array_equal(image, again), "same scheduler and seed: same pixels"
     if name != "euler":
-        euler = pipeline.generate(params(scheduler="euler", num_inference_steps=4), lambda *_: True)[0]
+        euler = generate(pipeline, params(scheduler="euler", num_inference_steps=4))[0]
         assert not np.array_equal(image, euler)
     assert type(pipeline.pipe.scheduler).__name__ == "EulerDiscreteScheduler", "the shared one is untouched"
 
@@ -96,4 +98,4 @@ def test_flow_models_take_only_flow_schedulers(tiny_sd3: Path) -> None:
     pipeline = warm(tiny_sd3)
     assert pipeline.scheduler_names == ["flow_euler"] and pipeline.default_scheduler == "flow_euler"
     with pytest.raises(UnknownScheduler, match="valid: flow_euler"):
-        pipeline.generate(params(scheduler="dpmpp_2m"), lambda *_: True)
+        generate(pipeline, params(scheduler="dpmpp_2m"))
