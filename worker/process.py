@@ -108,7 +108,8 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         return 2
     redis = Redis.from_url(settings.redis_url)
     store = JobStore(redis, settings.key_prefix, settings.job_retention_seconds)
-    runner = Runner(warm, store, open_storage(settings.storage_url), model, settings)
+    storage = open_storage(settings.storage_url, settings.storage_timeout_seconds, settings.storage_retries)
+    runner = Runner(warm, store, storage, model, settings)
     # Listed highest priority first: RQ's default dequeue takes from the first non-empty queue.
     queues = [
         Queue(name, connection=redis, serializer=JSONSerializer) for name in queue_names(settings.key_prefix, model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import logging
 import time
@@ -182,7 +183,8 @@ class Runner:
                 )
                 heartbeat()
         except StorageError:
-            self.storage.delete_job(payload.job_id)  # never leave a partial set of images
+            with contextlib.suppress(StorageError):  # a store that is down: retention removes the rest later
+                self.storage.delete_job(payload.job_id)  # never leave a partial set of images
             raise
         return records
 
