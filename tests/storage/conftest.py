@@ -36,6 +36,11 @@ class MotoServer(ThreadedMotoServer):
         self.live: set[socket.socket] = set()
 
     @property
+    def port(self) -> int:
+        """The port it listens on (again after a restart with `MotoServer(port)`)."""
+        return self._port
+
+    @property
     def endpoint(self) -> str:
         """The AWS_ENDPOINT_URL of this server."""
         return f"http://127.0.0.1:{self._port}"
