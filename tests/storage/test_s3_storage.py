@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import json
 import socket
 import time
 import uuid
@@ -16,11 +17,12 @@ from moto.s3.models import s3_backends
 
 from contract.storage import InvalidKey, ObjectMissing, StorageError, image_key, input_key, open_storage
 from contract.storage.s3 import S3Storage
-from tests.helpers import free_port
+from tests.helpers import ROOT, free_port
 from tests.storage.conftest import MotoServer, keys
 
 JOB = "0123456789abcdef" * 2
 OTHER = "fedcba9876543210" * 2
+README = (ROOT / "README.md").read_text()
 
 
 @pytest.fixture
@@ -145,3 +147,10 @@ def test_a_hung_store_fails_after_the_timeout_and_retries(
         storage.get(image_key(JOB, 0, "png"))
     # Two attempts of one second each, plus backoff: bounded, nowhere near a hang.
     assert time.monotonic() - started < 4
+
+
+def test_the_readmes_lifecycle_rule_is_one_the_s3_api_accepts(moto: MotoServer, bucket: str) -> None:
+    rule = next(line for line in README.splitlines() if line.startswith('{"Rules"'))
+    moto.client().put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration=json.loads(rule))
+    stored = moto.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert [(r["Filter"]["Prefix"], r["Expiration"]["Days"]) for r in stored] == [("images/", 2)]
