@@ -61,7 +61,11 @@ class S3Storage:
         """Every failure of the client becomes StorageError (ObjectMissing for a missing key)."""
         try:
             yield
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            # A 404 is a missing key only for a read of a bucket that exists; a missing bucket is a
+            # misconfigured store (every job would fail), not an image past its retention.
+            if action != "read" or "NoSuchBucket" in str(exc):
+                raise StorageError(f"cannot {action} {what}: {_first_line(exc)}") from exc
             raise ObjectMissing(what) from None
         except Exception as exc:  # obstore's errors, timeouts, refused connections: all the store's
             raise StorageError(f"cannot {action} {what}: {_first_line(exc)}") from exc

@@ -44,6 +44,18 @@ def test_missing_object_is_object_missing(storage: S3Storage) -> None:
         storage.get(image_key(JOB, 3, "png"))
 
 
+def test_a_missing_bucket_is_a_storage_error_not_a_missing_object(moto: MotoServer) -> None:
+    storage = S3Storage("no-such-bucket-here")
+    for call in (
+        lambda: storage.put(image_key(JOB, 0, "png"), b"x", "image/png"),
+        lambda: storage.get(image_key(JOB, 0, "png")),
+    ):
+        with pytest.raises(StorageError) as caught:
+            call()
+        assert not isinstance(caught.value, ObjectMissing)
+        assert "404" in str(caught.value)
+
+
 @pytest.mark.parametrize("key", ["../x.png", f"{JOB}/../../x.png", f"/{JOB}/0.png", f"{JOB}/0.exe", ""])
 def test_malformed_keys_never_reach_the_store(storage: S3Storage, moto: MotoServer, bucket: str, key: str) -> None:
     with pytest.raises(InvalidKey):
