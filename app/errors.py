@@ -15,6 +15,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contract.storage import ObjectMissing, StorageError
+
 log = logging.getLogger(__name__)
 
 
@@ -96,7 +98,7 @@ class QueueFull(ApiError):
 
 
 class ServiceUnavailable(ApiError):
-    """A dependency (Redis) cannot be reached; nothing was written."""
+    """A dependency (Redis, the image store) cannot be reached; nothing was written."""
 
     status, type = 503, ErrorType.SERVICE_UNAVAILABLE
 
@@ -153,6 +155,18 @@ async def _on_redis(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_storage(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, ObjectMissing):
+        return error_response(404, ErrorType.NOT_FOUND, "an image of this generation no longer exists")
+    log.warning("image store failed: %s", exc)
+    return error_response(
+        503,
+        ErrorType.SERVICE_UNAVAILABLE,
+        "the image store is unreachable; nothing was done, retry shortly",
+        headers={"Retry-After": "5"},
+    )
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
     return error_response(500, ErrorType.INTERNAL_ERROR, "internal error; it has been logged")
@@ -165,4 +179,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(RedisConnectionError, _on_redis)
     app.add_exception_handler(RedisTimeoutError, _on_redis)
+    app.add_exception_handler(StorageError, _on_storage)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -7,6 +7,7 @@ Holds no per-request state. Resolution (defaults, limits, inputs) is `app.resolu
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import uuid
 
@@ -23,7 +24,7 @@ from contract.jobs import CancelReason, JobPayload, JobRecord, JobStatus, Progre
 from contract.keys import index_key
 from contract.logs import prompt_digest
 from contract.records import JobStore
-from contract.storage import JOB_ID_PATTERN, Storage, input_key
+from contract.storage import JOB_ID_PATTERN, Storage, StorageError, input_key
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class JobService:
             return self._create(job_id, resolved, body), True
         except BaseException:
             if resolved.images:
-                self.storage.delete_job(job_id)
+                with contextlib.suppress(StorageError):  # the store may be what failed; retention sweeps orphans
+                    self.storage.delete_job(job_id)
             if idempotency is not None:
                 self.idempotency.release("", idempotency)
             raise

@@ -53,7 +53,7 @@ def build_services(settings: ApiSettings) -> Services:
         socket_timeout=settings.redis_timeout_seconds,
         health_check_interval=30,
     )
-    storage = open_storage(settings.storage_url)
+    storage = open_storage(settings.storage_url, settings.storage_timeout_seconds, settings.storage_retries)
     queue = JobQueue(
         redis, settings.key_prefix, settings.job_timeout_seconds, settings.job_retries, settings.job_retention_seconds
     )
@@ -72,6 +72,7 @@ def build_services(settings: ApiSettings) -> Services:
         deliveries,
         settings.job_retention_seconds,
         base_url,
+        presigned=settings.image_delivery == "presigned",
     )
     # SSE streams block on XREAD: they get their own async connections, without a read timeout.
     async_redis = AsyncRedis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_timeout_seconds)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 from functools import cached_property
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from contract.settings import CommonSettings, read_models_file
 
@@ -18,6 +19,9 @@ class ApiSettings(CommonSettings):
     public_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
     url_signing_secret: SecretStr | None = None
     image_url_ttl_seconds: int = Field(default=3600, ge=1)
+    # How clients get image bytes: see the README's Storage section.
+    image_delivery: Literal["proxy", "redirect", "presigned"] = "proxy"
+    image_redirect_ttl_seconds: int = Field(default=60, ge=1, le=3600)
     served_models: list[str] = Field(default_factory=list)
 
     max_prompt_chars: int = Field(default=2000, ge=1)
@@ -56,6 +60,18 @@ class ApiSettings(CommonSettings):
         if self.min_image_side % 8 or self.max_image_side % 8:
             raise ValueError("image side bounds must be multiples of 8")
         return self
+
+    @field_validator("image_delivery")
+    @classmethod
+    def _delivery(cls, delivery: str, info: ValidationInfo) -> str:
+        storage_url = str(info.data.get("storage_url", ""))
+        if delivery != "proxy" and not storage_url.startswith("s3://"):
+            raise ValueError(
+                f"{delivery!r} needs an object store (DIFFUSION_STORAGE_URL=s3://...); local storage is proxy only"
+            )
+        if delivery == "presigned" and info.data.get("image_url_ttl_seconds", 0) > 7 * 24 * 3600:
+            raise ValueError("presigned store URLs live at most 7 days: lower DIFFUSION_IMAGE_URL_TTL_SECONDS")
+        return delivery
 
     @field_validator("webhook_allowed_networks")
     @classmethod

@@ -41,15 +41,24 @@ class JobRenderer:
         deliveries: DeliveryLog,
         retention_seconds: int,
         base_url: str,
+        presigned: bool = False,
     ) -> None:
         self.queue, self.estimate, self.signer, self.storage = queue, estimate, signer, storage
         self.deliveries, self.retention_seconds = deliveries, retention_seconds
         self.base_url = base_url.rstrip("/")
+        self.presigned = presigned  # DIFFUSION_IMAGE_DELIVERY=presigned: the store's own URL in the job object
 
     def for_base_url(self, base_url: str) -> JobRenderer:
         """The same renderer with image URLs under another base (the request's own, behind no proxy)."""
         return JobRenderer(
-            self.queue, self.estimate, self.signer, self.storage, self.deliveries, self.retention_seconds, base_url
+            self.queue,
+            self.estimate,
+            self.signer,
+            self.storage,
+            self.deliveries,
+            self.retention_seconds,
+            base_url,
+            self.presigned,
         )
 
     def __call__(self, record: JobRecord) -> JobView:
@@ -94,9 +103,9 @@ class JobRenderer:
         return WebhookView(url=record.webhook_url, events=record.webhook_events, deliveries=deliveries)
 
     def image_url(self, key: str, not_after: float) -> tuple[str, int]:
-        """A URL of an output image and when it expires: the store's own where it has one, else the API's signed."""
+        """A URL of an output image and when it expires: the API's signed one, or the store's presigned one."""
         expires, signature = self.signer.sign(key, not_after)
-        direct = self.storage.url(key, expires)
+        direct = self.storage.url(key, expires) if self.presigned else None
         if direct is not None:
             return direct, expires
         return f"{self.base_url}/v1/images/{key}?{urlencode({'expires': expires, 'sig': signature})}", expires

@@ -28,9 +28,13 @@ class CommonSettings(BaseSettings):
     default_model: str = Field(default="shapes", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     storage_url: str = Field(
         default="var/images",
-        pattern=r"^(file://.+|[^:]+)$",
-        description="Where images live: a directory path or file:// URL.",
+        pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?|file://.+|[^:]+)$",
+        description="Where images live: s3://bucket/prefix (credentials from the AWS environment), "
+        "a directory path or file:// URL.",
     )
+    # Every call to an object store is bounded: this per attempt (connect included), then retries.
+    storage_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    storage_retries: int = Field(default=2, ge=0, le=10)
     job_retention_seconds: int = Field(default=24 * 3600, ge=1)
     job_timeout_seconds: int = Field(default=600, ge=1)
     models_file: Path | None = Field(default=None, description="JSON file naming the served models.")

@@ -129,19 +129,21 @@ class Service:
                 self.kill()
 
 
-def spawn(args: list[str], env: dict[str, str], log: Path, port: int) -> Service:
-    """Start `python <args>` from the repository root with `env` added to the environment."""
+def spawn(args: list[str], env: dict[str, str], log: Path, port: int, cwd: Path = ROOT) -> Service:
+    """Start `python <args>` in `cwd` (the repository root unless given) with `env` added to the environment."""
     log.parent.mkdir(parents=True, exist_ok=True)
     handle = log.open("wb")
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=full_env, stdout=handle, stderr=subprocess.STDOUT)
+    if cwd != ROOT:  # this checkout's packages still come first
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
+    proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=full_env, stdout=handle, stderr=subprocess.STDOUT)
     return Service(proc, log, port)
 
 
-def start_api(env: dict[str, str], log: Path) -> Service:
+def start_api(env: dict[str, str], log: Path, cwd: Path = ROOT) -> Service:
     """The API under uvicorn on a free port; returns once /healthz answers."""
     port = free_port()
-    service = spawn(["-m", "app", "--host", "127.0.0.1", "--port", str(port)], env, log, port)
+    service = spawn(["-m", "app", "--host", "127.0.0.1", "--port", str(port)], env, log, port, cwd)
 
     def up() -> bool:
         if service.proc.poll() is not None:
@@ -156,7 +158,13 @@ def start_api(env: dict[str, str], log: Path) -> Service:
 
 
 def start_worker(
-    model: Path, env: dict[str, str], log: Path, *, name: str | None = None, from_models_file: bool = False
+    model: Path,
+    env: dict[str, str],
+    log: Path,
+    *,
+    name: str | None = None,
+    from_models_file: bool = False,
+    cwd: Path = ROOT,
 ) -> Service:
     """`python -m worker` on a model folder (or its models-file entry) with its own metrics port; no waiting."""
     port = free_port()
@@ -165,7 +173,7 @@ def start_worker(
         args += ["--model", str(model)]
     if name:
         args += ["--name", name]
-    return spawn(args, {"DIFFUSION_CPU_THREADS": "1", **env}, log, port)
+    return spawn(args, {"DIFFUSION_CPU_THREADS": "1", **env}, log, port, cwd)
 
 
 def log_tail(service: Service, lines: int = 40) -> str:

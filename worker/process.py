@@ -110,6 +110,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         return 2
     redis = Redis.from_url(settings.redis_url)
     store = JobStore(redis, settings.key_prefix, settings.job_retention_seconds)
+    storage = open_storage(settings.storage_url, settings.storage_timeout_seconds, settings.storage_retries)
     # Listed highest priority first: RQ's default dequeue takes from the first non-empty queue.
     queues = [
         Queue(name, connection=redis, serializer=JSONSerializer, job_class=SafeJob)
@@ -131,7 +132,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         on_abandoned=lambda job_id, retries_left: abandoned(store, model, job_id, retries_left),
         claim=claim,
     )
-    worker.runner = Runner(warm, store, open_storage(settings.storage_url), settings, on_done=worker.job_done)
+    worker.runner = Runner(warm, store, storage, settings, on_done=worker.job_done)
     model_info(settings, warm).publish(redis, settings.key_prefix, model)
     log.info("taking jobs", extra={"queues": ",".join(q.name for q in queues), "worker": settings.worker_id})
     worker.work(burst=burst, logging_level=settings.log_level)

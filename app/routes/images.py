@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 
-from app.deps import SignerDep, StorageDep
+from app.deps import SettingsDep, SignerDep, StorageDep
 from app.errors import Forbidden, NotFound, ServiceUnavailable, responses
 from contract.storage import InvalidKey, ObjectMissing, StorageError, content_type_of, is_output
 
@@ -19,6 +21,7 @@ router = APIRouter(prefix="/v1/images", tags=["images"])
     responses={
         **responses(Forbidden, NotFound, ServiceUnavailable),
         200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "The image bytes."},
+        307: {"description": "`DIFFUSION_IMAGE_DELIVERY=redirect`: to a short-lived presigned URL of the store."},
     },
 )
 async def get_image(
@@ -26,6 +29,7 @@ async def get_image(
     name: str,
     signer: SignerDep,
     storage: StorageDep,
+    settings: SettingsDep,
     expires: int = Query(default=0),
     sig: str = Query(default="", max_length=128),
 ) -> Response:
@@ -41,6 +45,12 @@ async def get_image(
     if reason:
         raise Forbidden(reason, "sig")
     try:
+        if settings.image_delivery == "redirect":
+            # Never past the API URL's own expiry; the store answers from here on.
+            until = min(expires, int(time.time()) + settings.image_redirect_ttl_seconds)
+            direct = await run_in_threadpool(storage.url, key, until)
+            if direct is not None:
+                return RedirectResponse(direct, status_code=307, headers={"Cache-Control": "no-store"})
         data = await run_in_threadpool(storage.get, key)
     except ObjectMissing:
         raise NotFound("the image no longer exists (past its retention)", "name") from None

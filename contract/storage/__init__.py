@@ -32,10 +32,16 @@ __all__ = [
 ]
 
 
-def open_storage(url: str) -> Storage:
-    """The backend a storage URL names: `file:///path`, or a bare path, is a local directory."""
+def open_storage(url: str, timeout_seconds: float = 5.0, retries: int = 2) -> Storage:
+    """The backend a storage URL names: `s3://bucket/prefix` an object store; `file:///path`, or a bare path,
+    a local directory. `timeout_seconds` and `retries` bound every call to an object store."""
+    if url.startswith("s3://"):
+        from contract.storage.s3 import S3Storage  # obstore only where an object store is used
+
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        return S3Storage(bucket, prefix, timeout_seconds=timeout_seconds, retries=retries)
     if url.startswith("file://"):
         return LocalStorage(Path(url.removeprefix("file://")))
     if "://" in url:
-        raise ValueError(f"unsupported storage URL {url!r}: use a directory path or file://")
+        raise ValueError(f"unsupported storage URL {url!r}: use s3://bucket/prefix, a directory path or file://")
     return LocalStorage(Path(url))

@@ -28,6 +28,9 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
         ("app", "DIFFUSION_MIN_IMAGE_SIDE", "60"),
         ("worker", "DIFFUSION_DEVICE", "tpu"),
         ("worker", "DIFFUSION_WARMUP_SIZES", '["512"]'),
+        ("app", "DIFFUSION_IMAGE_DELIVERY", "presigned"),  # local storage serves through the API only
+        ("app", "DIFFUSION_STORAGE_URL", "s3://Bad_Bucket/x"),
+        ("worker", "DIFFUSION_STORAGE_URL", "gs://bucket"),
     ],
 )
 def test_bad_setting_stops_start_up_naming_it(module: str, variable: str, value: str) -> None:
@@ -58,3 +61,12 @@ def test_models_file_fills_worker_settings_below_environment(tmp_path, monkeypat
     models.write_text(json.dumps({"turbo": {"sauce": "typo"}}))
     with pytest.raises(SystemExit):
         settings_for({"model_name": "turbo"})
+
+
+def test_storage_urls_and_delivery_modes() -> None:
+    assert ApiSettings(storage_url="s3://my.bucket-1/a/b", image_delivery="redirect").image_delivery == "redirect"
+    assert ApiSettings(storage_url="file:///srv/images").image_delivery == "proxy"
+    with pytest.raises(ValueError, match="needs an object store"):
+        ApiSettings(storage_url="/srv/images", image_delivery="redirect")
+    with pytest.raises(ValueError, match="7 days"):
+        ApiSettings(storage_url="s3://bucket", image_delivery="presigned", image_url_ttl_seconds=8 * 86400)
