@@ -89,7 +89,8 @@ pids+=("$api_pid")
 worker_pid=$!
 pids+=("$worker_pid")
 
-# While the worker loads and warms up:
+# While the worker loads and warms up (the worker venv's own import check waits for it: the worker's
+# start compiles the bytecode that check would otherwise compile a second time, concurrently).
 imports() {  # venv, packages that must import completely, modules that must be absent
   TRANSFORMERS_VERBOSITY=error "$work/$1/bin/python" - "$2" "$3" <<'EOF'
 import importlib, importlib.util, pkgutil, sys
@@ -107,9 +108,8 @@ assert not present, f"installed but must not be: {present}"
 print(f"  {sys.prefix.rsplit('/', 1)[-1]}: {count + len(packages)} modules of {','.join(packages)} import; absent: {','.join(absent)}")
 EOF
 }
-step "importing every module of each extra's packages"
+step "importing every module of the api and client extras' packages"
 imports api app,contract torch,diffusers,transformers
-imports worker worker,contract fastapi,starlette,uvicorn
 imports client diffusion_client rq,redis,pydantic,pydantic_settings,torch,fastapi
 for entry in "api/bin/python -m app" "worker/bin/python -m worker" "client/bin/python -m diffusion_client" \
   "client/bin/diffusion"; do
@@ -127,6 +127,7 @@ worker_warm() { alive "$worker_pid" worker "$work/worker.log" && curl -fsS "http
 wait_until 180 "a warm worker in /readyz" worker_warm
 "$work/worker/bin/python" "$root/deploy/healthcheck.py" worker || fail "deploy/healthcheck.py worker"
 step "worker (worker venv) is warm: /readyz is 200 and its health check passes"
+imports worker worker,contract fastapi,starlette,uvicorn
 
 "$work/client/bin/diffusion" --url "http://127.0.0.1:$api_port" generate \
   "a red circle on a blue background" --seed 7 -o "$work/out.png" >"$work/client.log" 2>&1 \
