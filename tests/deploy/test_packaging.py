@@ -204,7 +204,9 @@ def test_every_dependency_is_pinned_and_the_pin_satisfies_it() -> None:
         for raw in EXTRA_REQUIREMENTS.requirements(extra):
             requirement = Requirement(raw)
             name = canonicalize_name(requirement.name)
-            assert name in pinned, f"{name} ({extra}) has no pin in constraints.txt: regenerate it (docs/constraints)"
+            assert name in pinned, (
+                f"{name} ({extra}) has no pin in constraints.txt: install it, then `make constraints`"
+            )
             assert requirement.specifier.contains(pinned[name], prereleases=True), (name, pinned[name], raw)
 
 
