@@ -129,7 +129,7 @@ wait_until 180 "a warm worker in /readyz" worker_warm
 step "worker (worker venv) is warm: /readyz is 200 and its health check passes"
 imports worker worker,contract fastapi,starlette,uvicorn
 
-"$work/client/bin/diffusion" --url "http://127.0.0.1:$api_port" generate \
+DIFFUSION_URL="http://127.0.0.1:$api_port" "$work/client/bin/diffusion" generate \
   "a red circle on a blue background" --seed 7 -o "$work/out.png" >"$work/client.log" 2>&1 \
   || fail "diffusion generate:$(printf '\n'; cat "$work/client.log")"
 [[ "$(head -c 8 "$work/out.png" | od -An -tx1 | tr -d ' \n')" == 89504e470d0a1a0a ]] || fail "out.png is not a PNG"

@@ -17,10 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
-from contract.settings import CommonSettings
-from tests.deploy.tools import DEPLOY
+from tests.deploy.tools import DEPLOY, setting_default
 from tests.helpers import ROOT
-from worker.config import WorkerSettings
 
 SCHEMA = json.loads((Path(__file__).parent / "schemas" / "compose-spec.json").read_text())
 ENV = {"REDIS_PASSWORD": "pw", "DIFFUSION_URL_SIGNING_SECRET": "secret"}
@@ -159,7 +157,7 @@ def test_one_worker_per_gpu_each_pinned_to_its_own_device() -> None:
 
 def test_workers_get_time_to_finish_the_running_job() -> None:
     services = load("docker-compose.yml")["services"]
-    timeout = CommonSettings.model_fields["job_timeout_seconds"].default
+    timeout = setting_default("worker", "job_timeout_seconds")
     for name in WORKERS:
         assert seconds(services[name]["stop_grace_period"]) >= timeout + 60, name
 
@@ -177,7 +175,7 @@ def test_the_cpu_variant_runs_without_a_gpu_on_the_default_model() -> None:
     assert "deploy" not in worker
     assert worker["environment"]["DIFFUSION_DEVICE"] == "cpu"
     assert worker["environment"]["DIFFUSION_DEFAULT_MODEL"] == "shapes"
-    assert WorkerSettings.model_fields["model_source"].default.endswith("shapes")  # embedded, no download
+    assert setting_default("worker", "model_source").endswith("shapes")  # embedded, no download
     assert worker["build"] == {
         "context": ".",
         "target": "worker",
@@ -195,7 +193,7 @@ def test_prometheus_finds_every_api_replica_and_worker_by_dns() -> None:
     assert jobs["diffusion-api"]["names"] == ["api"] and "api" in model["services"]
     assert jobs["diffusion-api"]["port"] == int(model["services"]["api"]["ports"][0].split(":")[-1])
     assert jobs["diffusion-worker"]["names"] == ["workers"]
-    assert jobs["diffusion-worker"]["port"] == WorkerSettings.model_fields["metrics_port"].default
+    assert jobs["diffusion-worker"]["port"] == setting_default("worker", "metrics_port")
     mounted = set(model["services"]["prometheus"]["volumes"])
     assert {
         "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro",

@@ -18,6 +18,7 @@ from unittest import mock
 
 import httpx
 
+from tests.conftest import stack_env
 from tests.deploy.tools import DEPLOY
 from tests.helpers import RedisServer, start_worker, wait_for
 
@@ -33,13 +34,8 @@ def healthcheck_module() -> ModuleType:
 
 def test_the_worker_is_healthy_only_once_warm(redis_server: RedisServer, tiny_sd: Path, tmp_path: Path) -> None:
     check = healthcheck_module()
-    env = {
-        "REDIS_URL": redis_server.url,
-        "DIFFUSION_KEY_PREFIX": f"h{uuid.uuid4().hex[:10]}",
-        "DIFFUSION_STORAGE_DIR": str(tmp_path / "images"),
-        # A warm-up of seconds, so the window between "metrics answer" and "warm" is wide.
-        "DIFFUSION_WARMUP_STEPS": "40",
-    }
+    # A warm-up of seconds, so the window between "metrics answer" and "warm" is wide.
+    env = stack_env(redis_server.url, f"h{uuid.uuid4().hex[:10]}", tmp_path / "images", DIFFUSION_WARMUP_STEPS="40")
     worker = start_worker(tiny_sd, env, tmp_path / "worker.log", name="tiny-sd")
     answered_cold = 0
     try:

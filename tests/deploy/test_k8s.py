@@ -20,11 +20,8 @@ import pytest
 import yaml
 from rq import Queue
 
-from app.metrics import ApiMetrics, QueueCollector
-from contract.settings import CommonSettings
-from tests.deploy.tools import DEPLOY, check_parse, metric_names, tool
+from tests.deploy.tools import DEPLOY, check_parse, code_metric_names, metric_names, setting_default, tool
 from tests.helpers import ROOT
-from worker.config import WorkerSettings
 
 K8S = DEPLOY / "k8s"
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -136,7 +133,7 @@ def workers() -> list[dict[str, Any]]:
 
 def test_each_worker_has_a_gpu_warm_readiness_and_time_to_finish_its_job() -> None:
     (config,) = of_kind("ConfigMap")
-    timeout = int(config["data"].get("DIFFUSION_JOB_TIMEOUT_SECONDS", CommonSettings().job_timeout_seconds))
+    timeout = int(config["data"].get("DIFFUSION_JOB_TIMEOUT_SECONDS", setting_default("worker", "job_timeout_seconds")))
     assert workers()
     for deployment in workers():
         pod = deployment["spec"]["template"]["spec"]
@@ -169,23 +166,7 @@ def test_every_worker_and_the_api_are_scraped_on_their_metrics_port() -> None:
             assert env["DIFFUSION_METRICS_PORT"] == port
         else:
             assert int(port) == 8000 and "8000" in (ROOT / "Dockerfile").read_text()
-    assert str(WorkerSettings.model_fields["metrics_port"].default) == "9101"
-
-
-def code_metric_names() -> set[str]:
-    """Every series name the API and the worker define (counters with _total, histograms' _bucket/_sum/_count)."""
-    import worker.metrics as worker_metrics
-
-    api = ApiMetrics()
-    api.watch_queues(QueueCollector(["m"], lambda m: 0, lambda m: 0))
-    names = set()
-    for registry in (api.registry, worker_metrics.REGISTRY):
-        for family in registry.collect():
-            names |= {s.name for s in family.samples}
-            names.add(family.name + ("_total" if family.type == "counter" else ""))
-            if family.type == "histogram":
-                names |= {f"{family.name}_{s}" for s in ("bucket", "sum", "count")}
-    return names
+    assert str(setting_default("worker", "metrics_port")) == "9101"
 
 
 def test_each_worker_scales_on_its_own_models_queued_and_running_jobs(tmp_path: Path) -> None:

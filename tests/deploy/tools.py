@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -115,3 +117,48 @@ def alert_exprs() -> dict[str, str]:
     """Every alert and recording rule expression of deploy/alerts.yml, keyed by rule name."""
     rules = load_yaml(DEPLOY / "alerts.yml")
     return {r.get("alert") or r["record"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+
+
+def _first(*modules: str) -> ModuleType:
+    """The first of `modules` that exists (app/ and worker/ rename modules now and then)."""
+    for name in modules:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+    raise AssertionError(f"none of {modules} exists")
+
+
+def settings_classes() -> dict[str, type]:
+    """The API's and the worker's settings classes, wherever the code keeps them."""
+    return {
+        "api": _first("app.settings", "app.config").ApiSettings,
+        "worker": _first("worker.settings", "worker.config").WorkerSettings,
+    }
+
+
+def setting_default(process: str, field: str) -> Any:
+    """Default of one setting of the API (`api`) or a worker (`worker`)."""
+    return settings_classes()[process].model_fields[field].default
+
+
+def setting_variables() -> set[str]:
+    """Every environment variable the API or a worker reads (DIFFUSION_<FIELD>, and REDIS_URL)."""
+    from contract.settings import ENV_PREFIX
+
+    names = {"REDIS_URL"}
+    for cls in settings_classes().values():
+        names |= {f"{ENV_PREFIX}{field.upper()}" for field in cls.model_fields}
+    return names
+
+
+def code_metric_names() -> set[str]:
+    """Every series name the API and the workers define: counters with _total, histograms with their suffixes."""
+    from tests.unit.test_docs import all_metrics
+
+    names = set()
+    for name, kind in all_metrics().items():
+        names.add(name)
+        if kind == "histogram":
+            names |= {f"{name}_{suffix}" for suffix in ("bucket", "sum", "count")}
+    return names
