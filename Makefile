@@ -1,26 +1,33 @@
 # Targets list themselves: `make help`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU build of torch, pinned: an unpinned torch would pull a multi-GB CUDA build.
-TORCH ?= torch==2.13.0
+# Every version, torch's included, is pinned in constraints.txt (scripts/freeze_constraints.py).
+# torch goes first so that its pin takes the CPU build lying on this machine's disk rather than the
+# multi-GB CUDA build that the same version number is on PyPI.
+TORCH := $(shell grep -m1 '^torch==' constraints.txt)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser run demo test lint typecheck check bench clean
+.PHONY: help install browser tools run demo test lint typecheck check check-deploy check-extras constraints dashboard bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## create .venv with the CPU torch build, the API, the worker and dev tools
+install: $(VENV)/.installed ## create .venv (pinned by constraints.txt): CPU torch, the API, the worker, the client, dev tools
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[api,worker,client,dev]'
+	$(PY) -m pip install -q -c constraints.txt "$(TORCH)"
+	$(PY) -m pip install -q -c constraints.txt -e '.[api,worker,client,dev]'
 	touch $@
 
 browser: ## install Chromium from the system's packages for tests/browser (quick when already there)
 	@sh scripts/install_chromium.sh
+
+tools: $(VENV)/bin/promtool ## promtool and amtool into .venv/bin (unpacked from Debian's prometheus packages)
+
+$(VENV)/bin/promtool: scripts/install_tools.sh | $(VENV)/.installed
+	scripts/install_tools.sh $(VENV)/bin
 
 run: install ## start Redis, a worker on the default model and the API; generate once; serve until Ctrl-C
 	$(PY) scripts/run_local.py
@@ -28,17 +35,30 @@ run: install ## start Redis, a worker on the default model and the API; generate
 demo: install ## like run, but exit after the first generation (writes var/demo.png)
 	$(PY) scripts/run_local.py --once
 
-test: install browser ## run the test suite (starts its own redis-server, API and worker processes, and Chromium)
+test: install browser tools ## run the test suite (starts its own redis-server, API and worker processes, and Chromium)
 	$(PY) -m pytest
 
-lint: install ## ruff check and ruff format --check over the whole repository
+lint: install ## ruff check, ruff format --check over the repository; hadolint on the Dockerfile
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
 
 typecheck: install ## mypy --strict on app, worker and contract
 	$(VENV)/bin/mypy
 
-check: lint typecheck test ## everything CI runs
+check-deploy: install tools ## only the deployment checks (tests/deploy): compose, Prometheus, alerts, dashboard, k8s
+	$(PY) -m pytest tests/deploy
+
+check-extras: ## a fresh venv per extra (api, worker, client) installed alone, imported, and run together
+	scripts/check_extras.sh
+
+check: lint typecheck test check-extras ## everything CI runs
+
+constraints: install ## rewrite constraints.txt from .venv's versions (after an upgrade that passed the tests)
+	$(PY) scripts/freeze_constraints.py
+
+dashboard: install ## rebuild deploy/grafana/dashboards/diffusion.json from scripts/build_dashboard.py
+	$(PY) scripts/build_dashboard.py
 
 bench: install ## per-step latency through the pipeline and end to end through the service (prints figures)
 	$(PY) benchmarks/latency.py
