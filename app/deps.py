@@ -6,9 +6,12 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis as AsyncRedis
 
+from app.auth import ANONYMOUS, Caller, KeyStore, caller_of
 from app.catalog import Catalog
+from app.errors import NotFound, Unauthorized
 from app.jobs import JobService
 from app.metrics import ApiMetrics
 from app.settings import ApiSettings
@@ -29,6 +32,7 @@ class Services:
     storage: Storage
     metrics: ApiMetrics
     async_redis: AsyncRedis
+    keys: KeyStore
 
 
 def _services(request: Request) -> Services:
@@ -73,3 +77,35 @@ StorageDep = Annotated[Storage, Depends(_storage)]
 MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]
 RendererDep = Annotated[JobRenderer, Depends(_renderer)]
 ServicesDep = Annotated[Services, Depends(_services)]
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer dsk_...`.")
+
+
+def _caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+    """Who calls: the API key's caller when auth is on (401 without a valid key), else the anonymous admin.
+    The key's name goes to `request.state.key_name` for the access log (never the key)."""
+    services = _services(request)
+    settings = services.settings
+    if not settings.auth_required:
+        caller = ANONYMOUS
+    else:
+        if credentials is None:
+            raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
+        record = services.keys.lookup(credentials.credentials)
+        if record is None:
+            raise Unauthorized("the API key is unknown or was revoked")
+        caller = caller_of(record, settings.default_requests_per_minute, settings.default_max_active_jobs)
+    request.state.key_name = caller.name
+    return caller
+
+
+def _admin(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
+    """An admin caller (operators' routes such as /metrics); others are told the route does not exist."""
+    if not caller.admin:
+        raise NotFound("no such route")
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+AdminDep = Annotated[Caller, Depends(_admin)]

@@ -24,12 +24,14 @@ class ErrorType(StrEnum):
     """Every `error.type` a client can see."""
 
     INVALID_REQUEST = "invalid_request"
+    UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     FORBIDDEN = "forbidden"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     CONFLICT = "conflict"
     QUEUE_FULL = "queue_full"
+    RATE_LIMITED = "rate_limited"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
 
@@ -67,6 +69,15 @@ class InvalidRequest(ApiError):
     status, type = 422, ErrorType.INVALID_REQUEST
 
 
+class Unauthorized(ApiError):
+    """No API key, or one that is unknown or revoked (`Authorization: Bearer <key>`)."""
+
+    status, type = 401, ErrorType.UNAUTHORIZED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "Authorization", {"WWW-Authenticate": 'Bearer realm="diffusion"'})
+
+
 class NotFound(ApiError):
     """No such job or image (or past retention)."""
 
@@ -97,6 +108,12 @@ class QueueFull(ApiError):
     status, type = 429, ErrorType.QUEUE_FULL
 
 
+class RateLimited(ApiError):
+    """The API key is over its requests per minute or its jobs queued-or-running; retry after `Retry-After`."""
+
+    status, type = 429, ErrorType.RATE_LIMITED
+
+
 class ServiceUnavailable(ApiError):
     """A dependency (Redis, the image store) cannot be reached; nothing was written."""
 
@@ -115,7 +132,10 @@ def responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the errors a route can return."""
     out: dict[int | str, dict[str, Any]] = {}
     for err in errors:
-        out[err.status] = {"model": ErrorEnvelope, "description": (err.__doc__ or "").strip()}
+        described = (err.__doc__ or "").strip()
+        if err.status in out:  # two types share a status (429): document both
+            described = f"{out[err.status]['description']} Or: {described}"
+        out[err.status] = {"model": ErrorEnvelope, "description": described}
     return out
 
 

@@ -14,9 +14,11 @@ import uuid
 from redis import Redis
 
 from app import inputs
+from app.auth import Caller
 from app.errors import Conflict, InvalidRequest, NotFound, QueueFull
 from app.idempotency import Idempotency
 from app.queue import JobQueue
+from app.quotas import Quotas
 from app.resolution import Resolved, Resolver
 from app.schemas import GenerationCreate
 from app.settings import ApiSettings
@@ -35,33 +37,44 @@ class JobService:
     """Everything the routes do with jobs."""
 
     def __init__(
-        self, redis: Redis, settings: ApiSettings, storage: Storage, queue: JobQueue, resolver: Resolver
+        self,
+        redis: Redis,
+        settings: ApiSettings,
+        storage: Storage,
+        queue: JobQueue,
+        resolver: Resolver,
+        quotas: Quotas,
     ) -> None:
         self.redis, self.settings, self.storage = redis, settings, storage
-        self.queue, self.resolver = queue, resolver
+        self.queue, self.resolver, self.quotas = queue, resolver, quotas
         self.store = JobStore(redis, settings.key_prefix, settings.job_retention_seconds)
         ttl = settings.job_retention_seconds + settings.job_timeout_seconds
         self.idempotency = Idempotency(redis, settings.key_prefix, ttl, self.store.get)
 
-    def submit(self, body: GenerationCreate, idempotency: str | None = None) -> tuple[JobRecord, bool]:
-        """Queue a job; returns it and whether it is new (False: an Idempotency-Key replay)."""
+    def submit(self, body: GenerationCreate, caller: Caller, idempotency: str | None = None) -> tuple[JobRecord, bool]:
+        """Queue a job for `caller`; returns it and whether it is new (False: an Idempotency-Key replay).
+        Idempotency-Keys are the caller's own: another key's same string is another job."""
+        self.quotas.admit_request(caller)
         resolved = self.resolver.resolve(body)
         job_id = uuid.uuid4().hex
+        scope = caller.name or ""
         if idempotency is not None:
-            earlier = self.idempotency.claim("", idempotency, body.model_dump_json(), job_id)
+            earlier = self.idempotency.claim(scope, idempotency, body.model_dump_json(), job_id)
             if earlier is not None:
                 return earlier, False
         try:
-            return self._create(job_id, resolved, body), True
+            self.quotas.reserve_job(caller, job_id)
+            return self._create(job_id, resolved, body, caller), True
         except BaseException:
+            self.quotas.release_job(caller, job_id)
             if resolved.images:
                 with contextlib.suppress(StorageError):  # the store may be what failed; retention sweeps orphans
                     self.storage.delete_job(job_id)
             if idempotency is not None:
-                self.idempotency.release("", idempotency)
+                self.idempotency.release(scope, idempotency)
             raise
 
-    def _create(self, job_id: str, resolved: Resolved, body: GenerationCreate) -> JobRecord:
+    def _create(self, job_id: str, resolved: Resolved, body: GenerationCreate, caller: Caller) -> JobRecord:
         model, max_depth = resolved.model, self.settings.max_queue_depth
         if self.queue.depth(model) >= max_depth:
             raise QueueFull(
@@ -89,6 +102,7 @@ class JobService:
             webhook_events=events,
             preview_every=body.stream_previews,
             batch_key=params.batch_key(),
+            owner=caller.owner,
         )
         payload = JobPayload(
             job_id=job_id,
@@ -110,6 +124,7 @@ class JobService:
             extra={
                 "job_id": job_id,
                 "model": model,
+                "key": caller.name,
                 "priority": body.priority.value,
                 "prompt_sha": prompt_digest(body.prompt),
                 "prompt_chars": len(body.prompt),
@@ -117,26 +132,22 @@ class JobService:
         )
         return record
 
-    def get(self, job_id: str) -> JobRecord:
-        """The job's record as clients see it; NotFound when unknown or past retention. Never writes."""
+    def get(self, job_id: str, caller: Caller) -> JobRecord:
+        """The job's record; NotFound when unknown, past retention, or another caller's. Never writes."""
         record = self.store.get(job_id) if JOB_ID_PATTERN.match(job_id) else None
-        if record is None:
+        if record is None or not caller.may_see(record.owner):
             raise NotFound(f"no generation {job_id!r} (unknown, or past its retention)", "id")
-        if record.status == JobStatus.RUNNING and self.queue.waiting(job_id):
-            # A lost worker's job waits in the queue for another worker: show it queued again.
-            queued = Progress.at(Stage.QUEUED, 0, record.params.num_inference_steps)
-            return record.model_copy(update={"status": JobStatus.QUEUED, "progress": queued})
         return record
 
-    def replay(self, job_id: str) -> JobRecord:
+    def replay(self, job_id: str, caller: Caller) -> JobRecord:
         """Submit the same request again: same model, priority and resolved parameters (seed included)."""
-        record = self.get(job_id)
+        record = self.get(job_id, caller)
         fields = record.params.model_dump()
         for name in INPUT_FIELDS:
             if fields[name]:
                 fields[name] = base64.b64encode(self.storage.get(fields[name])).decode()
         body = GenerationCreate(**fields, model=record.model, priority=record.priority)
-        return self.submit(body)[0]
+        return self.submit(body, caller)[0]
 
     def expire(self, record: JobRecord) -> bool:
         """End a queued job that missed its time-to-start, so it never reaches a GPU."""
@@ -146,9 +157,9 @@ class JobService:
         log.info("job missed its start deadline", extra={"job_id": record.id})
         return True
 
-    def cancel(self, job_id: str) -> JobRecord:
+    def cancel(self, job_id: str, caller: Caller) -> JobRecord:
         """Cancel a queued job (it never runs) or a running one (it stops at the next step boundary)."""
-        record = self.get(job_id)
+        record = self.get(job_id, caller)
         if record.status.terminal or not self.store.cancel(job_id, CancelReason.CLIENT):
             current = self.store.get(job_id) or record
             raise Conflict(f"the generation already ended: {current.status.value}", "id")
@@ -157,9 +168,9 @@ class JobService:
         log.info("job canceled", extra={"job_id": job_id, "was": record.status.value})
         return self.store.get(job_id) or record
 
-    def delete(self, job_id: str) -> None:
+    def delete(self, job_id: str, caller: Caller) -> None:
         """Remove a finished job, its events and its images."""
-        record = self.get(job_id)
+        record = self.get(job_id, caller)
         if not record.status.terminal:
             raise Conflict(f"the generation is {record.status.value}; cancel it before deleting it", "id")
         self.storage.delete_job(job_id)
@@ -167,10 +178,12 @@ class JobService:
         self.queue.remove(job_id, record.model, record.priority)
 
     def find(
-        self, status: JobStatus | None, limit: int, cursor: str | None, owner: str | None = None
+        self, caller: Caller, status: JobStatus | None, limit: int, cursor: str | None
     ) -> tuple[list[JobRecord], str | None]:
-        """Jobs newest first, of one owner and/or one status (each has its own index, so a filter reads only
-        its own jobs); the cursor is the last returned job's creation time."""
+        """Jobs newest first: the caller's own (every job for an admin), optionally of one status (each
+        owner and status has its own index, so a filter reads only its own jobs); the cursor is the last
+        returned job's creation time."""
+        owner = None if caller.admin else caller.name
         high = "+inf"
         if cursor:
             try:

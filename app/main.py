@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import start_http_server
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from app import errors
+from app.auth import KeyStore, is_loopback
 from app.catalog import Catalog
 from app.deps import Services
 from app.eta import Estimator
@@ -20,6 +23,7 @@ from app.jobs import JobService
 from app.metrics import ApiMetrics, QueueCollector
 from app.middleware import BodyLimit, RequestContext
 from app.queue import JobQueue
+from app.quotas import Quotas
 from app.resolution import Resolver
 from app.routes import events, generations, health, images, models, openai_images, playground
 from app.settings import ApiSettings
@@ -58,8 +62,10 @@ def build_services(settings: ApiSettings) -> Services:
         redis, settings.key_prefix, settings.job_timeout_seconds, settings.job_retries, settings.job_retention_seconds
     )
     catalog = Catalog(redis, settings, queue)
-    jobs = JobService(redis, settings, storage, queue, Resolver(settings, catalog))
-    signer = UrlSigner(_signing_secret(settings), settings.image_url_ttl_seconds)
+    quotas = Quotas(redis, settings.key_prefix, settings.queue_full_retry_after_seconds)
+    jobs = JobService(redis, settings, storage, queue, Resolver(settings, catalog), quotas)
+    previous = tuple(s.get_secret_value().encode() for s in settings.url_signing_previous_secrets)
+    signer = UrlSigner(_signing_secret(settings), settings.image_url_ttl_seconds, previous)
     deliveries = DeliveryLog(
         redis, settings.key_prefix, settings.job_retention_seconds + settings.webhook_retry_window_seconds
     )
@@ -76,7 +82,8 @@ def build_services(settings: ApiSettings) -> Services:
     )
     # SSE streams block on XREAD: they get their own async connections, without a read timeout.
     async_redis = AsyncRedis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_timeout_seconds)
-    return Services(settings, jobs, catalog, renderer, signer, storage, ApiMetrics(), async_redis)
+    keys = KeyStore(redis, settings.key_prefix)
+    return Services(settings, jobs, catalog, renderer, signer, storage, ApiMetrics(), async_redis, keys)
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -89,13 +96,24 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         services.jobs.store, services.renderer.at_state, services.renderer.deliveries, settings, services.metrics
     )
 
+    if settings.auth == "off" and not is_loopback(settings.host):
+        log.warning("DIFFUSION_AUTH=off on %s: anyone who reaches the port can use and read every job", settings.host)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         housekeeping.start()
         dispatcher.start()
+        # Operators' scrape port: /metrics without a key, on an address they keep private.
+        scrape = (
+            start_http_server(settings.metrics_port, registry=services.metrics.registry)
+            if settings.metrics_port
+            else None
+        )
         try:
             yield
         finally:
+            if scrape is not None:
+                scrape[0].shutdown()
             dispatcher.stop()
             housekeeping.stop()
             await services.async_redis.aclose()
@@ -113,5 +131,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     for module in routers:
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, metrics=services.metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=["Location", "Retry-After", "X-Request-ID", "Idempotent-Replayed"],
+        )
     app.add_middleware(RequestContext, metrics=services.metrics)
     return app

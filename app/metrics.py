@@ -58,7 +58,10 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.jobs_submitted = Counter(
-            f"{PREFIX}_jobs_submitted_total", "Generation jobs accepted and queued.", ["model"], registry=self.registry
+            f"{PREFIX}_jobs_submitted_total",
+            "Generation jobs accepted and queued, by model and API key name.",
+            ["model", "key"],
+            registry=self.registry,
         )
         self.jobs_rejected = Counter(
             f"{PREFIX}_jobs_rejected_total",

@@ -99,14 +99,6 @@ class JobQueue:
         with contextlib.suppress(NoSuchJobError):
             Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer).delete()
 
-    def waiting(self, job_id: str) -> bool:
-        """Whether RQ holds the job queued again (a lost worker's job waiting for another worker)."""
-        try:
-            status = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer).get_status()
-        except NoSuchJobError:
-            return False
-        return status in ("queued", "scheduled")
-
     def ready_workers(self, model: str) -> int:
         """Workers registered on the model's queue (they register only once warm)."""
         return len(Worker.all(queue=self._queue(model)))

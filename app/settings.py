@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
+from app.auth import is_loopback
 from contract.settings import CommonSettings, read_models_file
 
 
@@ -18,6 +19,19 @@ class ApiSettings(CommonSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     public_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
     url_signing_secret: SecretStr | None = None
+    # Secrets of earlier rotations: URLs they signed keep verifying until they expire.
+    url_signing_previous_secrets: list[SecretStr] = Field(default_factory=list)
+    # `required`: every API route needs a key; `off`: none does; `auto`: required unless the API listens
+    # only on loopback (as Redis's protected mode does).
+    auth: Literal["required", "off", "auto"] = "auto"
+    default_requests_per_minute: int = Field(
+        default=600, ge=0, description="Per key, job-creating requests; 0 = no limit."
+    )
+    default_max_active_jobs: int = Field(default=100, ge=0, description="Per key, queued or running; 0 = no limit.")
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="0: /metrics on the API port (admin key when auth is on)."
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="Origins browsers may call the API from.")
     image_url_ttl_seconds: int = Field(default=3600, ge=1)
     # How clients get image bytes: see the README's Storage section.
     image_delivery: Literal["proxy", "redirect", "presigned"] = "proxy"
@@ -79,6 +93,13 @@ class ApiSettings(CommonSettings):
         for network in networks:
             ipaddress.ip_network(network)  # raises ValueError, reported with the variable name
         return networks
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether requests need an API key (`auto`: unless the API listens only on loopback)."""
+        if self.auth == "auto":
+            return not is_loopback(self.host)
+        return self.auth == "required"
 
     @cached_property
     def models(self) -> list[str]:

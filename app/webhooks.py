@@ -28,7 +28,7 @@ from redis.exceptions import ResponseError
 from app.metrics import ApiMetrics
 from app.schemas import JobView
 from app.settings import ApiSettings
-from app.ssrf import WebhookRefused, check_url
+from app.ssrf import WebhookRefused, check_url, pinned
 from contract.jobs import JobRecord, JobStatus, Stage, WebhookEvent, now
 from contract.keys import webhook_log_key, webhook_retry_key, webhook_stream_key, webhook_throttle_key
 from contract.records import JobStore
@@ -196,12 +196,14 @@ class WebhookDispatcher:
     def _post(self, delivery: dict[str, Any]) -> tuple[str, str, bool]:
         """(outcome, detail, retry?) of one attempt."""
         try:
-            check_url(delivery["url"], self.settings.webhook_allowed_networks)  # again: DNS may have changed
+            addresses = check_url(delivery["url"], self.settings.webhook_allowed_networks)  # DNS may have changed
         except WebhookRefused as exc:
             return "refused", str(exc), False
+        target, host, extensions = pinned(delivery["url"], addresses[0])
         body = delivery["body"].encode()
         timestamp = int(time.time())
         headers = {
+            **host,
             "content-type": "application/json",
             "webhook-id": delivery["id"],
             "webhook-timestamp": str(timestamp),
@@ -209,7 +211,7 @@ class WebhookDispatcher:
         }
         started = time.perf_counter()
         try:
-            response = self._http.post(delivery["url"], content=body, headers=headers)
+            response = self._http.post(target, content=body, headers=headers, extensions=extensions)
         except httpx.TimeoutException:
             return "timeout", "no answer in time", True
         except httpx.TransportError as exc:

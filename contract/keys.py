@@ -88,3 +88,18 @@ def deadlines_key(prefix: str) -> str:
 def lock_key(prefix: str, task: str) -> str:
     """A housekeeping task's lock: one API replica runs it at a time."""
     return f"{prefix}:lock:{task}"
+
+
+def api_keys_key(prefix: str) -> str:
+    """Hash of API keys by name: each a JSON record with the SHA-256 of its secret, never the key itself."""
+    return f"{prefix}:api-keys"
+
+
+def api_key_ids_key(prefix: str) -> str:
+    """Hash from an API key's public id (the part of the key before its secret) to its name."""
+    return f"{prefix}:api-key-ids"
+
+
+def request_log_key(prefix: str, owner: str) -> str:
+    """Sorted set of an API key's recent job-creating requests (its requests-per-minute window)."""
+    return f"{prefix}:requests:{owner}"

@@ -140,10 +140,12 @@ def spawn(args: list[str], env: dict[str, str], log: Path, port: int, cwd: Path 
     return Service(proc, log, port)
 
 
-def start_api(env: dict[str, str], log: Path, cwd: Path = ROOT) -> Service:
-    """The API under uvicorn on a free port; returns once /healthz answers."""
-    port = free_port()
-    service = spawn(["-m", "app", "--host", "127.0.0.1", "--port", str(port)], env, log, port, cwd)
+def start_api(
+    env: dict[str, str], log: Path, cwd: Path = ROOT, host: str = "127.0.0.1", port: int | None = None
+) -> Service:
+    """The API under uvicorn (on a free port unless given); returns once /healthz answers."""
+    port = port or free_port()
+    service = spawn(["-m", "app", "--host", host, "--port", str(port)], env, log, port, cwd)
 
     def up() -> bool:
         if service.proc.poll() is not None:

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from app.deps import JobsDep, RendererDep, ServicesDep
-from app.errors import NotFound, responses
+from app.deps import CallerDep, JobsDep, RendererDep, ServicesDep
+from app.errors import NotFound, Unauthorized, responses
 from app.jobs import JobService
 from app.schemas import JobView
 from app.views import JobRenderer
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1/generations", tags=["generations"])
     "/{job_id}/events",
     response_class=StreamingResponse,
     responses={
-        **responses(NotFound),
+        **responses(NotFound, Unauthorized),
         200: {
             "content": {"text/event-stream": {}},
             "description": "One `data:` job object per change; ends after the terminal one.",
@@ -38,11 +38,12 @@ async def stream_generation(
     jobs: JobsDep,
     render: RendererDep,
     services: ServicesDep,
+    caller: CallerDep,
     last_event_id: Annotated[str | None, Header(max_length=64, pattern=r"^\d+-\d+$")] = None,
 ) -> StreamingResponse:
     """Server-sent events: the job object after every change (same format as GET), keep-alive comments,
     resumable with `Last-Event-ID`; the stream closes after the terminal event."""
-    await run_in_threadpool(jobs.get, job_id)  # 404 before the stream starts
+    await run_in_threadpool(jobs.get, job_id, caller)  # 404 (unknown, or another caller's) before the stream
     events = _events(
         request,
         services.async_redis,

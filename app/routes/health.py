@@ -8,7 +8,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from app.deps import CatalogDep, MetricsDep, SettingsDep
+from app.deps import AdminDep, CatalogDep, MetricsDep, SettingsDep
+from app.errors import Unauthorized, responses
 
 router = APIRouter(tags=["health"])
 
@@ -63,7 +64,12 @@ def readyz(catalog: CatalogDep, settings: SettingsDep) -> Response:
     return JSONResponse(Readiness(status="ok", redis=True, default_model=model, ready_workers=workers).model_dump())
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-def metrics(metrics: MetricsDep) -> Response:
-    """Prometheus text exposition of the API's metrics."""
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **responses(Unauthorized)},
+)
+def metrics(metrics: MetricsDep, caller: AdminDep) -> Response:
+    """Prometheus text exposition of the API's metrics (an admin key when auth is on; or scrape
+    `DIFFUSION_METRICS_PORT`, which needs none)."""
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, create_model
 
-from app.deps import CatalogDep
-from app.errors import ServiceUnavailable, responses
+from app.deps import CallerDep, CatalogDep
+from app.errors import ServiceUnavailable, Unauthorized, responses
 from contract.models import ModelInfo
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -48,8 +48,8 @@ class ModelList(BaseModel):
     data: list[ModelView]
 
 
-@router.get("", response_model=ModelList, responses=responses(ServiceUnavailable))
-def list_models(catalog: CatalogDep) -> ModelList:
+@router.get("", response_model=ModelList, responses=responses(Unauthorized, ServiceUnavailable))
+def list_models(catalog: CatalogDep, caller: CallerDep) -> ModelList:
     """Served models with native size, defaults, valid schedulers, ready workers and queue depth."""
     views = []
     for model in catalog.names:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.deps import JobsDep, RendererDep, SettingsDep, StorageDep
+from app.deps import CallerDep, JobsDep, RendererDep, SettingsDep, StorageDep
 from app.errors import ApiError
 from app.schemas import GenerationCreate
 from contract.jobs import JobStatus
@@ -76,6 +76,7 @@ def openai_error(
 def create_image(
     jobs: JobsDep,
     render: RendererDep,
+    caller: CallerDep,
     settings: SettingsDep,
     storage: StorageDep,
     payload: dict[str, Any] = Body(...),
@@ -100,7 +101,7 @@ def create_image(
         output_quality=req.output_compression if req.output_compression is not None else 90,
     )
     try:
-        record, _ = jobs.submit(body)
+        record, _ = jobs.submit(body, caller)
     except ApiError as exc:
         param = {"num_images": "n", "width": "size", "height": "size"}.get(exc.param or "", exc.param)
         status = 400 if exc.status == 422 else exc.status
@@ -108,7 +109,7 @@ def create_image(
     deadline = time.monotonic() + settings.job_timeout_seconds + 60
     while not record.status.terminal and time.monotonic() < deadline:
         time.sleep(0.05)
-        record = jobs.get(record.id)
+        record = jobs.get(record.id, caller)
     if record.status != JobStatus.SUCCEEDED:
         message = record.error.message if record.error else f"generation {record.status.value}"
         return openai_error(500, message, None, "server_error", record.error.type.value if record.error else None)

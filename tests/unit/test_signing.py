@@ -23,3 +23,13 @@ def test_expiry_is_capped_by_retention() -> None:
     assert expires <= not_after
     past, sig = signer.sign("a/0.png", not_after=time.time() - 5)
     assert "expired" in (signer.verify("a/0.png", past, sig) or "")
+
+
+def test_rotated_secrets_keep_verifying_what_they_signed() -> None:
+    old, new = UrlSigner(b"old-secret", 60), UrlSigner(b"new-secret", 60, previous=(b"old-secret",))
+    expires, signature = old.sign("k")
+    assert new.verify("k", expires, signature) is None, "signed before the rotation, still valid"
+    expires, signature = new.sign("k")
+    assert new.verify("k", expires, signature) is None
+    assert old.verify("k", expires, signature) == "the URL signature is not valid", "the new secret signs now"
+    assert UrlSigner(b"new-secret", 60).verify("k", *old.sign("k")) == "the URL signature is not valid"
