@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from redis.asyncio import Redis as AsyncRedis
 
 from app.auth import ANONYMOUS, Caller, KeyStore, caller_of
 from app.catalog import Catalog
@@ -16,6 +15,7 @@ from app.jobs import JobService
 from app.metrics import ApiMetrics
 from app.settings import ApiSettings
 from app.signing import UrlSigner
+from app.streams import EventHub, LongPolls, SharedRenders
 from app.views import JobRenderer
 from contract.storage import Storage
 
@@ -31,7 +31,9 @@ class Services:
     signer: UrlSigner
     storage: Storage
     metrics: ApiMetrics
-    async_redis: AsyncRedis
+    hub: EventHub
+    long_polls: LongPolls
+    renders: SharedRenders
     keys: KeyStore
 
 

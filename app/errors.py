@@ -12,8 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ExecAbortError, OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from contract.storage import ObjectMissing, StorageError
 
@@ -32,6 +34,7 @@ class ErrorType(StrEnum):
     CONFLICT = "conflict"
     QUEUE_FULL = "queue_full"
     RATE_LIMITED = "rate_limited"
+    OVERLOADED = "overloaded"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
 
@@ -114,6 +117,12 @@ class RateLimited(ApiError):
     status, type = 429, ErrorType.RATE_LIMITED
 
 
+class Overloaded(ApiError):
+    """This server holds as many event streams or waiting OpenAI requests as it may; retry after `Retry-After`."""
+
+    status, type = 429, ErrorType.OVERLOADED
+
+
 class ServiceUnavailable(ApiError):
     """A dependency (Redis, the image store) cannot be reached; nothing was written."""
 
@@ -144,9 +153,28 @@ def _param_of(loc: tuple[Any, ...]) -> str | None:
     return ".".join(parts) or None
 
 
+OPENAI_PATHS = ("/v1/images/generations",)
+
+
+def _reply(
+    request: Request,
+    status: int,
+    type_: ErrorType,
+    message: str,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The envelope, or OpenAI's error shape on the OpenAI-compatible routes (their SDKs parse it)."""
+    if request.url.path not in OPENAI_PATHS:
+        return error_response(status, type_, message, param, headers)
+    kind = "server_error" if status >= 500 else "authentication_error" if status == 401 else "invalid_request_error"
+    body = {"error": {"message": message, "type": kind, "param": param, "code": type_.value}}
+    return JSONResponse(body, status_code=400 if status == 422 else status, headers=headers)
+
+
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.type, exc.message, exc.param, exc.headers)
+    return _reply(request, exc.status, exc.type, exc.message, exc.param, exc.headers)
 
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
@@ -155,41 +183,55 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     param = _param_of(tuple(first["loc"]))
     messages = [f"{_param_of(tuple(e['loc'])) or 'body'}: {e['msg']}" for e in errors]
-    return error_response(422, ErrorType.INVALID_REQUEST, "; ".join(messages), param)
+    return _reply(request, 422, ErrorType.INVALID_REQUEST, "; ".join(messages), param)
 
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     kinds = {404: ErrorType.NOT_FOUND, 405: ErrorType.METHOD_NOT_ALLOWED, 413: ErrorType.PAYLOAD_TOO_LARGE}
     type_ = kinds.get(exc.status_code, ErrorType.INVALID_REQUEST)
-    return error_response(exc.status_code, type_, str(exc.detail), None, exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route that matched the path; every route's count.
+        allowed = _allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed)
+        return _reply(
+            request, 405, type_, f"method {request.method} not allowed; allowed: {', '.join(allowed)}", None, headers
+        )
+    return _reply(request, exc.status_code, type_, str(exc.detail), None, headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    allowed = []
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 async def _on_redis(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("redis unreachable: %s", exc)
-    return error_response(
-        503,
-        ErrorType.SERVICE_UNAVAILABLE,
-        "the job queue (Redis) is unreachable; nothing was queued, retry shortly",
-        headers={"Retry-After": "5"},
+    full = isinstance(exc, OutOfMemoryError | ExecAbortError)
+    log.warning("redis %s: %s", "is full" if full else "unreachable", exc)
+    message = (
+        "the job queue (Redis) is full and refuses writes; nothing was queued, retry later"
+        if full
+        else "the job queue (Redis) is unreachable; nothing was queued, retry shortly"
     )
+    return _reply(request, 503, ErrorType.SERVICE_UNAVAILABLE, message, headers={"Retry-After": "30" if full else "5"})
 
 
 async def _on_storage(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, ObjectMissing):
-        return error_response(404, ErrorType.NOT_FOUND, "an image of this generation no longer exists")
+        return _reply(request, 404, ErrorType.NOT_FOUND, "an image of this generation no longer exists")
     log.warning("image store failed: %s", exc)
-    return error_response(
-        503,
-        ErrorType.SERVICE_UNAVAILABLE,
-        "the image store is unreachable; nothing was done, retry shortly",
-        headers={"Retry-After": "5"},
-    )
+    message = "the image store is unreachable; nothing was done, retry shortly"
+    return _reply(request, 503, ErrorType.SERVICE_UNAVAILABLE, message, headers={"Retry-After": "5"})
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
-    return error_response(500, ErrorType.INTERNAL_ERROR, "internal error; it has been logged")
+    return _reply(request, 500, ErrorType.INTERNAL_ERROR, "internal error; it has been logged")
 
 
 def install(app: FastAPI) -> None:
@@ -199,5 +241,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(RedisConnectionError, _on_redis)
     app.add_exception_handler(RedisTimeoutError, _on_redis)
+    app.add_exception_handler(OutOfMemoryError, _on_redis)
+    app.add_exception_handler(ExecAbortError, _on_redis)
     app.add_exception_handler(StorageError, _on_storage)
     app.add_exception_handler(Exception, _on_unexpected)

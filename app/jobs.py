@@ -22,6 +22,7 @@ from app.quotas import Quotas
 from app.resolution import Resolved, Resolver
 from app.schemas import GenerationCreate
 from app.settings import ApiSettings
+from contract.failpoints import failpoint
 from contract.jobs import CancelReason, JobPayload, JobRecord, JobStatus, Progress, Stage, WebhookEvent, now
 from contract.keys import index_key
 from contract.logs import prompt_digest
@@ -119,6 +120,7 @@ class JobService:
             self.store.create(record, pipe)
             self.queue.enqueue(payload, body.priority, pipe)
             pipe.execute()
+        failpoint("after_enqueue")
         log.info(
             "job queued",
             extra={

@@ -11,7 +11,6 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import start_http_server
 from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 
 from app import errors
 from app.auth import KeyStore, is_loopback
@@ -28,6 +27,7 @@ from app.resolution import Resolver
 from app.routes import events, generations, health, images, models, openai_images, playground
 from app.settings import ApiSettings
 from app.signing import UrlSigner
+from app.streams import EventHub, LongPolls, SharedRenders
 from app.views import JobRenderer
 from app.webhooks import DeliveryLog, WebhookDispatcher
 from contract import logs
@@ -80,10 +80,22 @@ def build_services(settings: ApiSettings) -> Services:
         base_url,
         presigned=settings.image_delivery == "presigned",
     )
-    # SSE streams block on XREAD: they get their own async connections, without a read timeout.
-    async_redis = AsyncRedis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_timeout_seconds)
+    # Every event stream of this process is read through one hub (one Redis connection for them all).
+    hub = EventHub(settings.redis_url, settings.key_prefix, settings.max_event_streams, settings.redis_timeout_seconds)
     keys = KeyStore(redis, settings.key_prefix)
-    return Services(settings, jobs, catalog, renderer, signer, storage, ApiMetrics(), async_redis, keys)
+    return Services(
+        settings,
+        jobs,
+        catalog,
+        renderer,
+        signer,
+        storage,
+        ApiMetrics(),
+        hub,
+        LongPolls(settings.max_long_polls),
+        SharedRenders(),
+        keys,
+    )
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -103,6 +115,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         housekeeping.start()
         dispatcher.start()
+        await services.hub.start()
         # Operators' scrape port: /metrics without a key, on an address they keep private.
         scrape = (
             start_http_server(settings.metrics_port, registry=services.metrics.registry)
@@ -116,7 +129,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 scrape[0].shutdown()
             dispatcher.stop()
             housekeeping.stop()
-            await services.async_redis.aclose()
+            await services.hub.stop()
 
     app = FastAPI(
         lifespan=lifespan,

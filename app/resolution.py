@@ -19,6 +19,7 @@ from app.schemas import GenerationCreate
 from app.settings import ApiSettings
 from contract.jobs import SEED_MODULUS, GenerationInputs, GenerationParams
 from contract.models import ModelInfo
+from contract.settings import ModelEntry
 
 DEFAULT_STRENGTH = 0.8
 
@@ -32,11 +33,37 @@ class Resolved:
     images: dict[str, Image.Image]
 
 
-def resolve_params(
-    body: GenerationCreate, model: str, info: ModelInfo | None, s: ApiSettings, images: dict[str, Image.Image]
-) -> GenerationParams:
-    """Fill every default (the request's, then the input image's size, then the model's, then the service's)
-    and check every limit; raises InvalidRequest naming the field."""
+@dataclass(frozen=True)
+class Defaults:
+    """What a request leaves out: from the model's worker (published), else its models-file entry and the
+    service's generic steps and guidance. The size has no generic default: a 512x512 job on a 64x64
+    model is a mistake, not a default."""
+
+    width: int | None
+    height: int | None
+    steps: int
+    guidance_scale: float
+    scheduler: str | None
+
+    @classmethod
+    def of(cls, info: ModelInfo | None, entry: ModelEntry | None, s: ApiSettings) -> Defaults:
+        """The defaults of one model."""
+        if info is not None:
+            return cls(info.width, info.height, info.default_steps, info.default_guidance_scale, info.scheduler)
+        entry = entry or ModelEntry()
+        guidance = (
+            entry.fixed_guidance_scale if entry.fixed_guidance_scale is not None else entry.default_guidance_scale
+        )
+        return cls(
+            entry.width,
+            entry.height,
+            entry.default_steps or s.default_inference_steps,
+            s.default_guidance_scale if guidance is None else guidance,
+            entry.default_scheduler,
+        )
+
+
+def _size(body: GenerationCreate, model: str, defaults: Defaults, images: dict[str, Image.Image]) -> tuple[int, int]:
     width, height = body.width, body.height
     sized = images.get("init") or images.get("control")
     if sized is not None:
@@ -44,21 +71,41 @@ def resolve_params(
             raise InvalidRequest(
                 f"width and height must match the input image ({sized.width}x{sized.height}) or be omitted", "width"
             )
-        width, height = sized.size
+        return sized.size
+    width, height = width or defaults.width, height or defaults.height
+    if width is None or height is None:
+        raise ServiceUnavailable(
+            f"model {model!r} has no known native size yet (no worker of it has started, and the models file "
+            "gives none): pass width and height, or retry once a worker is up",
+            "width",
+            headers={"Retry-After": "10"},
+        )
+    return width, height
+
+
+def resolve_params(
+    body: GenerationCreate,
+    model: str,
+    info: ModelInfo | None,
+    s: ApiSettings,
+    images: dict[str, Image.Image],
+    entry: ModelEntry | None = None,
+) -> GenerationParams:
+    """Fill every default (the request's, then the input image's size, then the model's) and check every
+    limit; raises InvalidRequest naming the field."""
+    defaults = Defaults.of(info, entry, s)
+    width, height = _size(body, model, defaults, images)
     params = GenerationParams(
         **{
             # Fields declared once in GenerationInputs pass through as they are.
             **body.model_dump(include=set(GenerationInputs.model_fields)),
             "num_images": body.num_images,
-            "width": width or (info.width if info else s.default_image_side),
-            "height": height or (info.height if info else s.default_image_side),
-            "num_inference_steps": body.num_inference_steps
-            or (info.default_steps if info else s.default_inference_steps),
-            "guidance_scale": body.guidance_scale
-            if body.guidance_scale is not None
-            else (info.default_guidance_scale if info else s.default_guidance_scale),
+            "width": width,
+            "height": height,
+            "num_inference_steps": body.num_inference_steps or defaults.steps,
+            "guidance_scale": body.guidance_scale if body.guidance_scale is not None else defaults.guidance_scale,
             "seed": body.seed if body.seed is not None else secrets.randbelow(SEED_MODULUS),
-            "scheduler": body.scheduler or (info.scheduler if info else None),
+            "scheduler": body.scheduler or defaults.scheduler,
             "strength": (body.strength or DEFAULT_STRENGTH) if "init" in images else body.strength,
         }
     )
@@ -95,7 +142,8 @@ class Resolver:
         """Everything a job needs, checked; raises InvalidRequest naming the field, or ServiceUnavailable."""
         images = inputs.from_request(body, self.settings)
         model = self.model_of(body)
-        params = resolve_params(body, model, self.catalog.info(model), self.settings, images)
+        entry = self.settings.model_entries.get(model)
+        params = resolve_params(body, model, self.catalog.info(model), self.settings, images, entry)
         if body.webhook_url is not None:
             if self.settings.webhook_secret is None:
                 raise InvalidRequest("webhooks are not enabled on this server (no signing secret)", "webhook_url")

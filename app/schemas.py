@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictFloat, StrictInt
 
 from contract.jobs import (
     SEED_MODULUS,
@@ -19,23 +19,29 @@ from contract.jobs import (
     WebhookEvent,
 )
 
+MAX_SIDE = 16384  # the schema's bound; DIFFUSION_MAX_IMAGE_SIDE is the configured one
+
 
 class GenerationCreate(GenerationInputs):
     """Body of `POST /v1/generations`. Omitted fields take the model's defaults; limits are configured."""
 
-    width: int | None = Field(default=None, description="Pixels, a multiple of 8; default: the model's native size.")
-    height: int | None = Field(default=None, description="Pixels, a multiple of 8; default: the model's native size.")
-    num_inference_steps: int | None = Field(default=None, ge=1, description="Denoising steps.")
-    guidance_scale: float | None = Field(
-        default=None, ge=0, description="Classifier-free guidance; 1 or less disables it."
+    width: StrictInt | None = Field(
+        default=None, ge=8, le=MAX_SIDE, description="Pixels, a multiple of 8; default: the model's native size."
     )
-    seed: int | None = Field(
+    height: StrictInt | None = Field(
+        default=None, ge=8, le=MAX_SIDE, description="Pixels, a multiple of 8; default: the model's native size."
+    )
+    num_inference_steps: StrictInt | None = Field(default=None, ge=1, le=100_000, description="Denoising steps.")
+    guidance_scale: StrictFloat | None = Field(
+        default=None, ge=0, le=100, description="Classifier-free guidance; 1 or less disables it."
+    )
+    seed: StrictInt | None = Field(
         default=None,
         ge=0,
         lt=SEED_MODULUS,
         description="Seed of image 0; image k uses seed+k. Picked and returned when absent.",
     )
-    num_images: int = Field(default=1, ge=1, description="Images in this request.")
+    num_images: StrictInt = Field(default=1, ge=1, le=64, description="Images in this request.")
     init_image: str | None = Field(
         default=None,
         description="Image-to-image: PNG, JPEG or WebP, base64 or a data URL; its size is the output size.",
@@ -50,18 +56,24 @@ class GenerationCreate(GenerationInputs):
         description="Conditioning image of the ControlNet (PNG, JPEG or WebP, base64 or a data URL); its size is the "
         "output size.",
     )
-    model: str | None = Field(default=None, description="Model name; default: the configured default model.")
+    model: str | None = Field(
+        default=None, max_length=64, description="Model name; default: the configured default model."
+    )
     priority: Priority = Field(default=Priority.NORMAL, description="high jobs are taken before normal, then low.")
-    deadline_seconds: int | None = Field(
+    deadline_seconds: StrictInt | None = Field(
         default=None,
         ge=1,
+        le=7 * 24 * 3600,
         description="Time-to-start: if the job has not "
         "started this many seconds after submission it ends `canceled` (deadline).",
     )
-    timeout_seconds: int | None = Field(default=None, ge=1, description="Running-time limit, checked every step.")
-    stream_previews: int | None = Field(
+    timeout_seconds: StrictInt | None = Field(
+        default=None, ge=1, le=24 * 3600, description="Running-time limit, checked every step."
+    )
+    stream_previews: StrictInt | None = Field(
         default=None,
         ge=1,
+        le=100_000,
         description="Every this many steps, a small preview "
         "of the current latents (a JPEG data URL) rides on the progress event.",
     )

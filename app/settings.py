@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from app.auth import is_loopback
-from contract.settings import CommonSettings, read_models_file
+from contract.settings import CommonSettings, ModelEntry, read_models_file
 
 
 class ApiSettings(CommonSettings):
@@ -42,15 +42,14 @@ class ApiSettings(CommonSettings):
     min_image_side: int = Field(default=64, ge=8)
     max_image_side: int = Field(default=2048, ge=8)
     max_image_pixels: int = Field(default=1536 * 1536, ge=64)
-    max_inference_steps: int = Field(default=100, ge=1)
+    max_inference_steps: int = Field(default=100, ge=1, le=100_000)
     max_images_per_request: int = Field(default=8, ge=1)
     max_guidance_scale: float = Field(default=30.0, ge=0)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_queue_depth: int = Field(default=1000, ge=1)
     queue_full_retry_after_seconds: int = Field(default=10, ge=1)
 
-    # Used when no worker has published its model's own defaults yet.
-    default_image_side: int = Field(default=512, ge=8)
+    # Used when no worker has published its model's own defaults yet (sizes come from the models file).
     default_inference_steps: int = Field(default=25, ge=1)
     default_guidance_scale: float = Field(default=7.5, ge=0)
 
@@ -65,6 +64,8 @@ class ApiSettings(CommonSettings):
     webhook_senders: int = Field(default=8, ge=1)
     sweep_interval_seconds: int = Field(default=300, ge=1)
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
+    max_event_streams: int = Field(default=1000, ge=1, description="Event streams one API process follows at once.")
+    max_long_polls: int = Field(default=64, ge=1, description="OpenAI-style requests waiting for their job at once.")
     redis_timeout_seconds: float = Field(default=3.0, gt=0)
 
     @model_validator(mode="after")
@@ -104,5 +105,10 @@ class ApiSettings(CommonSettings):
     @cached_property
     def models(self) -> list[str]:
         """Model names a request may ask for: the default, DIFFUSION_SERVED_MODELS, the models file's."""
-        names = [self.default_model, *self.served_models, *read_models_file(self.models_file)]
+        names = [self.default_model, *self.served_models, *self.model_entries]
         return list(dict.fromkeys(names))
+
+    @cached_property
+    def model_entries(self) -> dict[str, ModelEntry]:
+        """The models file's entries (read once)."""
+        return read_models_file(self.models_file)

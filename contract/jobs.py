@@ -8,9 +8,11 @@ import time
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationInfo, field_validator
 
 SEED_MODULUS = 2**32
+# Hard bounds the schema publishes; the service's configured limits (app.settings) are usually lower.
+MAX_PROMPT_CHARS = 20_000
 
 
 class JobStatus(StrEnum):
@@ -80,7 +82,7 @@ class LoraSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="An adapter of the model (GET /v1/models).")
-    scale: float = Field(default=1.0, ge=-4, le=4, description="Strength; 0 is none, negative inverts it.")
+    scale: StrictFloat = Field(default=1.0, ge=-4, le=4, description="Strength; 0 is none, negative inverts it.")
 
 
 class GenerationInputs(BaseModel):
@@ -92,9 +94,11 @@ class GenerationInputs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prompt: str = Field(min_length=1, description="What to draw.")
-    negative_prompt: str | None = Field(default=None, description="What to steer away from.")
-    strength: float | None = Field(
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What to draw.")
+    negative_prompt: str | None = Field(
+        default=None, max_length=MAX_PROMPT_CHARS, description="What to steer away from."
+    )
+    strength: StrictFloat | None = Field(
         default=None, gt=0, le=1, description="With init_image: 0 keeps it, 1 ignores it; default 0.8."
     )
     controlnet: str | None = Field(
@@ -102,16 +106,29 @@ class GenerationInputs(BaseModel):
         max_length=100,
         description="A ControlNet of the model (GET /v1/models), steered by control_image.",
     )
-    controlnet_conditioning_scale: float = Field(default=1.0, ge=0, le=2, description="Strength of the ControlNet.")
-    loras: list[LoraSpec] = Field(default_factory=list, description="Adapters active for this job only.")
+    controlnet_conditioning_scale: StrictFloat = Field(
+        default=1.0, ge=0, le=2, description="Strength of the ControlNet."
+    )
+    loras: list[LoraSpec] = Field(default_factory=list, max_length=16, description="Adapters active for this job only.")
     output_format: Literal["png", "jpeg", "webp"] = Field(default="png", description="Encoding of the images.")
-    output_quality: int = Field(default=90, ge=1, le=100, description="Quality of jpeg and webp (1-100).")
+    output_quality: StrictInt = Field(default=90, ge=1, le=100, description="Quality of jpeg and webp (1-100).")
     scheduler: str | None = Field(
         default=None,
         max_length=40,
         description="Sampler by name (euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ddim, unipc, lcm; flow_euler for "
         "flow-matching models); default: the model's own.",
     )
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _printable(cls, text: str | None, info: ValidationInfo) -> str | None:
+        if text is None:
+            return None
+        if any((ord(c) < 32 and c not in "\t\n\r") or c == "\x7f" for c in text):
+            raise ValueError("must not contain control characters (NUL and the like)")
+        if info.field_name == "prompt" and not text.strip():
+            raise ValueError("must contain more than whitespace")
+        return text
 
 
 class GenerationParams(GenerationInputs):

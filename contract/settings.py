@@ -48,6 +48,10 @@ class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str | None = None  # None: the worker's default (the embedded model)
+    # The API's defaults for the model until one of its workers has published its own (the native size
+    # and defaults it reads off the loaded pipeline): what lets jobs queue for a model scaled to zero.
+    width: int | None = Field(default=None, ge=8)
+    height: int | None = Field(default=None, ge=8)
     default_steps: int | None = Field(default=None, ge=1)
     default_guidance_scale: float | None = Field(default=None, ge=0)
     default_scheduler: str | None = None

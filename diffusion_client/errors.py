@@ -111,6 +111,13 @@ class RateLimitedError(APIError):
     _retry = True
 
 
+class OverloadedError(APIError):
+    """429: the server follows as many event streams or waiting requests as it may; retry after `retry_after`."""
+
+    error_type = "overloaded"
+    _retry = True
+
+
 class ServiceUnavailableError(APIError):
     """503: Redis unreachable or no warm worker serves the model; `retry_after` says when to try again."""
 
@@ -148,6 +155,7 @@ ERROR_TYPES: dict[str, type[APIError]] = {
         PayloadTooLargeError,
         QueueFullError,
         RateLimitedError,
+        OverloadedError,
         ServiceUnavailableError,
         InternalServerError,
     )

@@ -32,6 +32,14 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def models_file(folder: Path, side: int = 512) -> Path:
+    """A models file giving the default model a native size, as ops write for models no worker has
+    published yet (the API guesses no size)."""
+    path = folder / "models.json"
+    path.write_text(json.dumps({"shapes": {"width": side, "height": side}}))
+    return path
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:

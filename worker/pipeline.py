@@ -23,6 +23,7 @@ from diffusers import (
     DiffusionPipeline,
 )
 
+from contract.failpoints import failpoint
 from contract.jobs import GenerationParams, LoraSpec
 from worker import provenance, schedulers
 from worker.batch import Batch, JobInput
@@ -173,6 +174,8 @@ class WarmPipeline:
             self.clock.lap(self.observe_step)
             total = int(getattr(p, "_num_timesteps", None) or batch.params.num_inference_steps)
             final["latents"] = tensors.get("latents")
+            if index + 1 == total:
+                failpoint("decode")  # the VAE decode comes next
             if not on_step(index + 1, total):
                 p._interrupt = True
             elif on_preview is not None and index + 1 < total:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from contract.failpoints import failpoint
 from contract.jobs import ImageRecord, JobError, JobErrorType, JobPayload, now
 from contract.storage import Storage, StorageError, content_type_of, image_key
 from worker import metrics
@@ -120,6 +121,7 @@ class Storer:
             data = encode(array, p.output_format, p.output_quality, self.png_level, text)
             key = image_key(run.job_id, index, p.output_format, run.attempt)
             run.written.append(key)
+            failpoint("store")
             self.storage.put(key, data, content_type_of(key))
             images.append(
                 ImageRecord(

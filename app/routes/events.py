@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -12,9 +12,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from app.deps import CallerDep, JobsDep, RendererDep, ServicesDep
-from app.errors import NotFound, Unauthorized, responses
+from app.errors import NotFound, Overloaded, Unauthorized, responses
 from app.jobs import JobService
-from app.schemas import JobView
+from app.streams import SharedRenders, Subscription
 from app.views import JobRenderer
 from contract.jobs import JobStatus
 
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1/generations", tags=["generations"])
     "/{job_id}/events",
     response_class=StreamingResponse,
     responses={
-        **responses(NotFound, Unauthorized),
+        **responses(NotFound, Unauthorized, Overloaded),
         200: {
             "content": {"text/event-stream": {}},
             "description": "One `data:` job object per change; ends after the terminal one.",
@@ -44,14 +44,10 @@ async def stream_generation(
     """Server-sent events: the job object after every change (same format as GET), keep-alive comments,
     resumable with `Last-Event-ID`; the stream closes after the terminal event."""
     await run_in_threadpool(jobs.get, job_id, caller)  # 404 (unknown, or another caller's) before the stream
+    subscription = services.hub.subscribe(jobs.store.events(job_id), last_event_id or "0-0")
+    follow = await subscription.__aenter__()  # 429 before the response starts when the server is full
     events = _events(
-        request,
-        services.async_redis,
-        jobs,
-        render,
-        job_id,
-        last_event_id or "0-0",
-        services.settings.sse_keepalive_seconds,
+        request, follow, subscription, jobs, render, services.renders, job_id, services.settings.sse_keepalive_seconds
     )
     return StreamingResponse(
         events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -59,29 +55,40 @@ async def stream_generation(
 
 
 async def _events(
-    request: Request, redis: Any, jobs: JobService, render: JobRenderer, job_id: str, last: str, keepalive: float
+    request: Request,
+    follow: Subscription,
+    subscription: Any,
+    jobs: JobService,
+    render: JobRenderer,
+    renders: SharedRenders,
+    job_id: str,
+    keepalive: float,
 ) -> AsyncIterator[str]:
-    key = jobs.store.events(job_id)
-    while not await request.is_disconnected():
-        batch = await redis.xread({key: last}, count=100, block=int(keepalive * 1000))
-        if not batch:
-            if await redis.exists(jobs.store.key(job_id)) == 0:
-                return  # deleted or past retention
-            yield ": keep-alive\n\n"
-            continue
-        for entry_id, fields in batch[0][1]:
-            last = entry_id.decode()
+    try:
+        pending = await follow.backlog()
+        while not await request.is_disconnected():
+            entry = pending.pop(0) if pending else await follow.next(keepalive)
+            if entry is None:
+                if not await run_in_threadpool(jobs.store.redis.exists, jobs.store.key(job_id)):
+                    return  # deleted or past retention
+                yield ": keep-alive\n\n"
+                continue
+            entry_id, fields = entry
             state: dict[str, Any] = json.loads(fields[b"state"])
-            view = await run_in_threadpool(_view_at, jobs, render, job_id, state)
+            view = await renders.get(
+                (job_id, entry_id, render.base_url),
+                partial(run_in_threadpool, _view_at, jobs, render, job_id, state),
+            )
             if view is None:
                 return
-            yield f"id: {last}\ndata: {view.model_dump_json()}\n\n"
+            yield f"id: {entry_id}\ndata: {view}\n\n"
             if JobStatus(state["status"]).terminal:
                 return
-        await asyncio.sleep(0)
+    finally:
+        await subscription.__aexit__(None, None, None)
 
 
-def _view_at(jobs: JobService, render: JobRenderer, job_id: str, state: dict[str, Any]) -> JobView | None:
-    """The job object as of one event: the record, with the event's status and progress."""
+def _view_at(jobs: JobService, render: JobRenderer, job_id: str, state: dict[str, Any]) -> str | None:
+    """The job object (JSON) as of one event: the record, with the event's status and progress."""
     record = jobs.store.get(job_id)
-    return None if record is None else render.at_state(record, state)
+    return None if record is None else render.at_state(record, state).model_dump_json()

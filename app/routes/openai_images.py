@@ -2,23 +2,33 @@
 
 The request waits for the job (it is queued like any other) and answers in OpenAI's response
 shape; errors use OpenAI's error shape. Fields that have no meaning here are accepted and ignored
-(listed in the README).
+(listed in the README). Waiting holds no thread: the route follows the job's event stream through
+the process's event hub, stops (and cancels the job) when the client goes away, and at most
+`DIFFUSION_MAX_LONG_POLLS` requests wait at once per API process (429 past that).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import time
+import contextlib
+import json
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from app.deps import CallerDep, JobsDep, RendererDep, SettingsDep, StorageDep
-from app.errors import ApiError
+from app.auth import Caller
+from app.deps import CallerDep, JobsDep, RendererDep, ServicesDep
+from app.errors import ApiError, Conflict
+from app.jobs import JobService
 from app.schemas import GenerationCreate
-from contract.jobs import JobStatus
+from app.streams import EventHub
+from app.views import JobRenderer
+from contract.jobs import JobRecord, JobStatus
+from contract.storage import Storage
 
 router = APIRouter(prefix="/v1/images", tags=["openai"])
 
@@ -42,13 +52,13 @@ class OpenAIImageRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1)
-    model: str | None = None
-    n: int = Field(default=1, ge=1, le=10)
+    prompt: str = Field(min_length=1, max_length=32000)
+    model: str | None = Field(default=None, max_length=64)
+    n: StrictInt = Field(default=1, ge=1, le=10)
     size: str | None = Field(default=None, pattern=r"^(auto|\d{1,5}x\d{1,5})$")
     response_format: Literal["url", "b64_json"] | None = None
     output_format: Literal["png", "jpeg", "webp"] | None = None
-    output_compression: int | None = Field(default=None, ge=0, le=100)
+    output_compression: StrictInt | None = Field(default=None, ge=0, le=100)
     stream: Literal[False] | None = None
     background: Any = None
     complexity: Any = None
@@ -72,26 +82,55 @@ def openai_error(
     )
 
 
+def as_openai(exc: ApiError) -> JSONResponse:
+    """One of our errors in OpenAI's shape (their field names, 400 for bad input)."""
+    param = {"num_images": "n", "width": "size", "height": "size"}.get(exc.param or "", exc.param)
+    status = 400 if exc.status == 422 else exc.status
+    response = openai_error(status, exc.message, param, "invalid_request_error" if status < 500 else "server_error")
+    response.headers.update(exc.headers or {})
+    return response
+
+
 @router.post("/generations", responses={400: {"description": "OpenAI-shaped error"}})
-def create_image(
+async def create_image(
+    body: OpenAIImageRequest,
+    request: Request,
     jobs: JobsDep,
     render: RendererDep,
     caller: CallerDep,
-    settings: SettingsDep,
-    storage: StorageDep,
-    payload: dict[str, Any] = Body(...),
-) -> JSONResponse:
+    services: ServicesDep,
+) -> Response:
     """Generate images (OpenAI Images API); answers when the job has finished."""
+    polls = services.long_polls
+    if polls.waiting >= polls.limit:
+        message = f"this server has {polls.limit} image requests waiting already; retry shortly"
+        refused = openai_error(429, message, None, "rate_limit_exceeded")
+        refused.headers["Retry-After"] = "5"
+        return refused
+    polls.waiting += 1
     try:
-        req = OpenAIImageRequest.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        return openai_error(400, f"{param}: {first['msg']}", param)
+        record, _ = await run_in_threadpool(jobs.submit, _generation(body), caller)
+        finished = await _until_done(
+            request, services.hub, jobs, record, caller, services.settings.job_timeout_seconds + 60
+        )
+    except ApiError as exc:
+        return as_openai(exc)
+    finally:
+        polls.waiting -= 1
+    if finished is None:  # the client went away: nobody will read the images
+        return Response(status_code=499)
+    if finished.status != JobStatus.SUCCEEDED:
+        error = finished.error
+        message = error.message if error else f"generation {finished.status.value}"
+        return openai_error(500, message, None, "server_error", error.type.value if error else None)
+    return await run_in_threadpool(_answer, body, finished, render, services.storage)
+
+
+def _generation(req: OpenAIImageRequest) -> GenerationCreate:
     width = height = None
     if req.size and req.size != "auto":
         width, height = (int(v) for v in req.size.split("x"))
-    body = GenerationCreate(
+    return GenerationCreate(
         prompt=req.prompt,
         model=req.model,
         num_images=req.n,
@@ -100,19 +139,27 @@ def create_image(
         output_format=req.output_format or "png",
         output_quality=req.output_compression if req.output_compression is not None else 90,
     )
-    try:
-        record, _ = jobs.submit(body, caller)
-    except ApiError as exc:
-        param = {"num_images": "n", "width": "size", "height": "size"}.get(exc.param or "", exc.param)
-        status = 400 if exc.status == 422 else exc.status
-        return openai_error(status, exc.message, param, "invalid_request_error" if status < 500 else "server_error")
-    deadline = time.monotonic() + settings.job_timeout_seconds + 60
-    while not record.status.terminal and time.monotonic() < deadline:
-        time.sleep(0.05)
-        record = jobs.get(record.id, caller)
-    if record.status != JobStatus.SUCCEEDED:
-        message = record.error.message if record.error else f"generation {record.status.value}"
-        return openai_error(500, message, None, "server_error", record.error.type.value if record.error else None)
+
+
+async def _until_done(
+    request: Request, hub: EventHub, jobs: JobService, record: JobRecord, caller: Caller, timeout: float
+) -> JobRecord | None:
+    """The job's final record, following its events; None (job canceled) when the client disconnected."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with hub.subscribe(jobs.store.events(record.id), "0-0") as follow:
+        pending = await follow.backlog()
+        while asyncio.get_running_loop().time() < deadline:
+            entry = pending.pop(0) if pending else await follow.next(1.0)
+            if entry is not None and JobStatus(json.loads(entry[1][b"state"])["status"]).terminal:
+                return await run_in_threadpool(jobs.get, record.id, caller)
+            if entry is None and await request.is_disconnected():
+                with contextlib.suppress(Conflict):  # it ended meanwhile
+                    await run_in_threadpool(jobs.cancel, record.id, caller)
+                return None
+    return await run_in_threadpool(jobs.get, record.id, caller)
+
+
+def _answer(req: OpenAIImageRequest, record: JobRecord, render: JobRenderer, storage: Storage) -> JSONResponse:
     view = render(record)
     if req.response_format == "b64_json":
         data = [{"b64_json": base64.b64encode(storage.get(image.key)).decode()} for image in record.images]

@@ -14,7 +14,7 @@ from redis import Redis
 
 from app.main import create_app
 from app.settings import ApiSettings
-from tests.helpers import RedisServer
+from tests.helpers import RedisServer, models_file
 
 
 def b64(image: Image.Image, fmt: str = "PNG", **save: object) -> str:
@@ -34,6 +34,7 @@ def client(redis_server: RedisServer, prefix: str, tmp_path: Path) -> Iterator[T
         key_prefix=prefix,
         storage_url=str(tmp_path),
         url_signing_secret="s",
+        models_file=models_file(tmp_path),
         require_ready_worker=False,
         max_image_pixels=512 * 512,
         max_body_bytes=4 * 1024 * 1024,

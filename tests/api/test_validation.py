@@ -13,7 +13,7 @@ from redis import Redis
 from app.main import create_app
 from app.settings import ApiSettings
 from contract.models import LoraInfo, ModelInfo
-from tests.helpers import RedisServer
+from tests.helpers import RedisServer, models_file
 
 VALID = {"prompt": "a red circle on a blue background"}
 
@@ -24,6 +24,7 @@ def make_client(redis_url: str, prefix: str, tmp_path: Path, **overrides: Any) -
         key_prefix=prefix,
         storage_url=str(tmp_path),
         url_signing_secret="s",
+        models_file=models_file(tmp_path),
         **{"require_ready_worker": False, **overrides},
     )
     return TestClient(create_app(settings), raise_server_exceptions=False)
@@ -61,6 +62,21 @@ def job_keys(redis: Redis, prefix: str) -> list[bytes]:
         ("num_images", 9),
         ("model", "no-such-model"),
         ("unknown_field", 1),
+        # Strict types: no silent coercion.
+        ("width", "64"),
+        ("num_images", True),
+        ("guidance_scale", "5"),
+        ("num_inference_steps", 20.0),
+        # Text that is not text.
+        ("prompt", "   \n\t"),
+        ("prompt", "a red\x00 circle"),
+        ("negative_prompt", "blue\x1b[0m"),
+        # Every number has a published bound.
+        ("deadline_seconds", 10**19),
+        ("timeout_seconds", 10**9),
+        ("stream_previews", 10**6),
+        ("num_inference_steps", 10**6),
+        ("output_quality", 101),
     ],
 )
 def test_bad_field_gives_422_naming_it(
@@ -192,3 +208,28 @@ def test_lora_count_is_capped_by_the_models_hot_swap_slots(client: TestClient, r
     assert three.status_code == 422
     assert three.json()["error"]["param"] == "loras" and "at most 2" in three.json()["error"]["message"]
     assert client.get("/v1/models").json()["data"][0]["max_loras"] == 2
+
+
+def test_the_schema_publishes_every_numeric_bound(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["GenerationCreate"]["properties"]
+    for name, spec in schema.items():
+        options = spec.get("anyOf", [spec])
+        numeric = [o for o in options if o.get("type") in ("integer", "number")]
+        for option in numeric:
+            assert "maximum" in option or "exclusiveMaximum" in option, f"{name} has no upper bound"
+
+
+def test_listing_survives_a_record_it_cannot_read(client: TestClient, redis: Redis, prefix: str) -> None:
+    created = client.post("/v1/generations", json=VALID).json()
+    redis.hset(f"{prefix}:job:{created['id']}", "params", '{"not": "params"}')  # e.g. written by another version
+    good = client.post("/v1/generations", json=VALID).json()
+    listed = client.get("/v1/generations")
+    assert listed.status_code == 200
+    assert [j["id"] for j in listed.json()["data"]] == [good["id"]]
+    assert client.get(f"/v1/generations/{created['id']}").status_code == 404
+
+
+def test_405_lists_every_method_of_the_path(client: TestClient) -> None:
+    response = client.put("/v1/generations", json=VALID)
+    assert response.status_code == 405 and response.json()["error"]["type"] == "method_not_allowed"
+    assert response.headers["allow"] == "GET, POST"

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import ApiSettings
-from tests.helpers import RedisServer
+from tests.helpers import RedisServer, models_file
 
 
 @pytest.fixture
@@ -20,6 +20,7 @@ def client(redis_server: RedisServer, prefix: str, tmp_path: Path) -> Iterator[T
         key_prefix=prefix,
         storage_url=str(tmp_path),
         url_signing_secret="s",
+        models_file=models_file(tmp_path),
         webhook_secret="whsec_c2VjcmV0",
         require_ready_worker=False,
     )
@@ -79,6 +80,7 @@ def test_webhooks_need_a_configured_secret(redis_server: RedisServer, prefix: st
         key_prefix=prefix,
         storage_url=str(tmp_path),
         url_signing_secret="s",
+        models_file=models_file(tmp_path),
         require_ready_worker=False,
     )
     with TestClient(create_app(settings)) as client:

@@ -104,7 +104,8 @@ def test_generate_follows_progress_and_shows_the_image(page: Any, shapes: str, s
 
 
 def test_queue_position_then_cancel_a_long_running_job(page: Any, shapes: str) -> None:
-    blocker = httpx.post(f"{shapes}/v1/generations", json={"prompt": "a long one", "num_inference_steps": 100000})
+    # Other steps than the page's job: the two cannot share a batch, so the page's job has to queue.
+    blocker = httpx.post(f"{shapes}/v1/generations", json={"prompt": "a long one", "num_inference_steps": 99999})
     page.fill("#prompt", "a green square on a white background")
     page.fill("#num_inference_steps", "100000")
     page.click("#generate")

@@ -7,12 +7,13 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, ServiceUnavailable
 from app.resolution import resolve_params
 from app.schemas import GenerationCreate
 from app.settings import ApiSettings
 from contract.jobs import GenerationParams
 from contract.models import ModelInfo
+from contract.settings import ModelEntry
 
 SETTINGS = ApiSettings(default_image_side=512, default_inference_steps=25, default_guidance_scale=7.5)
 INFO = ModelInfo(
@@ -52,9 +53,18 @@ def test_the_request_wins_over_the_model() -> None:
     )
 
 
-def test_service_defaults_apply_before_any_worker_published() -> None:
-    p = resolve(info=None)
-    assert (p.width, p.height, p.num_inference_steps, p.guidance_scale, p.scheduler) == (512, 512, 25, 7.5, None)
+def test_before_any_worker_published_the_models_file_gives_the_defaults() -> None:
+    entry = ModelEntry(width=64, height=96, default_steps=4, fixed_guidance_scale=0.0, default_scheduler="lcm")
+    p = resolve_params(GenerationCreate(prompt="p"), "m", None, SETTINGS, {}, entry)
+    assert (p.width, p.height, p.num_inference_steps, p.guidance_scale, p.scheduler) == (64, 96, 4, 0.0, "lcm")
+    bare = resolve_params(GenerationCreate(prompt="p", width=128, height=128), "m", None, SETTINGS, {}, None)
+    assert (bare.num_inference_steps, bare.guidance_scale) == (25, 7.5), "the service's generic steps and guidance"
+
+
+def test_no_size_is_ever_guessed() -> None:
+    with pytest.raises(ServiceUnavailable) as caught:  # no worker published, no models-file size
+        resolve(info=None)
+    assert caught.value.param == "width" and caught.value.headers == {"Retry-After": "10"}
 
 
 def test_input_image_sets_the_size_and_the_default_strength() -> None:
