@@ -115,6 +115,7 @@ class JobService:
             preview_every=body.stream_previews,
             priority=body.priority,
         )
+        failpoint("before_enqueue")
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.multi()  # explicit MULTI first: RQ adds its commands to the same transaction
             self.store.create(record, pipe)

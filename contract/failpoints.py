@@ -3,7 +3,8 @@
 `DIFFUSION_FAILPOINTS="decode=5,store=5"` makes `failpoint("decode")` sleep 5 s (and log it) in that
 process; unset (production) every failpoint is a dictionary lookup and nothing else. The points:
 `decode` (worker: after the last denoising step, before the VAE decode), `store` (worker: before
-each image is written), `after_enqueue` (API: the job is committed to Redis, the answer not yet sent).
+each image is written), `before_enqueue` (API: input images stored, nothing in Redis yet) and
+`after_enqueue` (API: the job is committed to Redis, the answer not yet sent).
 The fault-injection suite (tests/faults/) is what uses them.
 """
 

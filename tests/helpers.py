@@ -60,11 +60,12 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, interva
 
 @dataclass
 class RedisServer:
-    """A private redis-server on a free port, with no persistence."""
+    """A private redis-server on a free port: no persistence, or the shipped production config (AOF)."""
 
     workdir: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    shipped_config: bool = False
 
     @property
     def url(self) -> str:
@@ -72,19 +73,26 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        """Start (or restart on the same port) and wait until it answers."""
+        """Start (or restart on the same port, with what it persisted) and wait until it answers."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        config = []
+        if self.shipped_config:  # the production file as it is, but its data directory (/data) is ours
+            shipped = (ROOT / "deploy" / "redis.conf").read_text()
+            lines = [f"dir {self.workdir}" if line.startswith("dir ") else line for line in shipped.splitlines()]
+            (self.workdir / "redis.conf").write_text("\n".join(lines) + "\n")
+            config = [str(self.workdir / "redis.conf")]
+        persistence = [] if self.shipped_config else ["--save", "", "--appendonly", "no"]
         self.proc = subprocess.Popen(
             [
                 "redis-server",
+                *config,
                 "--port",
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
+                "--protected-mode",
                 "no",
+                *persistence,
                 "--dir",
                 str(self.workdir),
             ],
@@ -94,6 +102,13 @@ class RedisServer:
         client = Redis.from_url(self.url)
         wait_for(lambda: _pings(client), 10, "redis-server to answer")
         return self
+
+    def signal(self, sig: int) -> None:
+        """Send a signal (SIGKILL, SIGSTOP, SIGCONT) to the server; reap it after SIGKILL."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.proc.wait(10)
 
     def stop(self) -> None:
         """Stop the server and wait for it to exit."""

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker, worker_registration
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
@@ -38,6 +40,7 @@ from rq.worker import WorkerStatus
 from contract.jobs import JobPayload
 from contract.keys import ALLOWED_FUNCTIONS
 from worker.failures import EXIT_DEVICE_LOST, DeviceLost
+from worker.patience import redis_patient
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +140,11 @@ class GPUWorker(SimpleWorker):
         try:
             if payloads:
                 assert self.runner is not None, "attach a runner before work()"
+                runner = self.runner
                 with self.death_penalty_class(timeout, JobTimeoutException, job_id=job.id):
-                    self.runner.run(payloads)
+                    # Redis away (restarting): wait for it, then start the batch again (nothing ran yet:
+                    # only starting a job touches Redis before the device does).
+                    redis_patient(lambda: runner.run(payloads), f"starting batch of {job.id}")
         except DeviceLost:
             # The CUDA context is corrupt: exit now; the jobs stay started and are re-queued on
             # another worker once their heartbeats lapse, exactly like after a crash.
@@ -150,6 +156,20 @@ class GPUWorker(SimpleWorker):
                 with self.rq_lock:
                     self._finalize_failure(member.job, member.queue, member.execution, exc_info)
         self.set_state(WorkerStatus.IDLE)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's worker heartbeat; a Redis outage is logged, not fatal (the next one retries)."""
+        try:
+            super().heartbeat(timeout, pipeline)
+        except (RedisConnectionError, RedisTimeoutError):
+            log.warning("worker heartbeat failed: Redis unreachable")
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's maintenance; a Redis outage is logged, not fatal (the next interval retries)."""
+        try:
+            super().run_maintenance_tasks()
+        except (RedisConnectionError, RedisTimeoutError):
+            log.warning("maintenance skipped: Redis unreachable")
 
     def job_done(self, job_id: str, summary: dict[str, object]) -> None:
         """A job's record is final: RQ's bookkeeping of its success (from whichever thread ended it)."""

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
+from redis.exceptions import RedisError
 
 from contract.jobs import JobErrorType, JobPayload, Stage
 from contract.logs import bind, prompt_digest
@@ -180,8 +181,11 @@ class Runner(BatchRunner):
         sample = StepRates(
             step_seconds_per_mpx=denoise_seconds / work, overhead_seconds=max(0.0, total_seconds - denoise_seconds)
         )
-        old = StepRates.read(self.store.redis, self.store.prefix, self.model)
-        (old.updated(sample, RATE_WEIGHT) if old else sample).save(self.store.redis, self.store.prefix, self.model)
+        try:
+            old = StepRates.read(self.store.redis, self.store.prefix, self.model)
+            (old.updated(sample, RATE_WEIGHT) if old else sample).save(self.store.redis, self.store.prefix, self.model)
+        except RedisError:  # only the ETA's measurement: never worth failing the batch
+            log.warning("step cost not recorded: Redis unreachable")
 
     def _inputs(self, run: JobRun) -> dict[str, Image.Image]:
         """The job's input images, as the API stored them (already checked there)."""

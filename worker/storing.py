@@ -9,6 +9,7 @@ objects it wrote and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from redis.exceptions import RedisError
 
 from contract.failpoints import failpoint
 from contract.jobs import ImageRecord, JobError, JobErrorType, JobPayload, now
@@ -24,6 +26,7 @@ from contract.storage import Storage, StorageError, content_type_of, image_key
 from worker import metrics
 from worker.encoding import encode
 from worker.jobrun import JobRun, Stop
+from worker.patience import redis_patient
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +73,19 @@ class Storer:
                 self._queue.task_done()
 
     def _finish_safely(self, item: Finished) -> None:
+        summary: dict[str, object] = {"failed": JobErrorType.INTERNAL_ERROR.value}
         try:
-            summary = self.finish(item)
+            summary = redis_patient(lambda: self.finish(item), f"ending job {item.run.job_id}")
+        except RedisError:
+            log.error("Redis stayed away; the job is left to RQ's recovery", extra={"job_id": item.run.job_id})
         except Exception:  # a bug here must not leave the job running forever
             log.exception("storing a job crashed", extra={"job_id": item.run.job_id})
-            item.run.fail(JobError(type=JobErrorType.INTERNAL_ERROR, message="the worker hit an internal error"))
-            summary = {"failed": JobErrorType.INTERNAL_ERROR.value}
-        self.on_done(item.run.job_id, summary)
+            with contextlib.suppress(Exception):
+                item.run.fail(JobError(type=JobErrorType.INTERNAL_ERROR, message="the worker hit an internal error"))
+        try:
+            redis_patient(lambda: self.on_done(item.run.job_id, summary), f"reporting job {item.run.job_id} to RQ")
+        except Exception:
+            log.exception("could not report a job's end to RQ", extra={"job_id": item.run.job_id})
 
     def finish(self, item: Finished) -> dict[str, object]:
         """Write the job's end: its images, or why it stopped or failed."""
