@@ -84,7 +84,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or load_settings(ApiSettings)
     logs.configure(settings.log_format, settings.log_level)
     services = build_services(settings)
-    housekeeping = Housekeeping(services.jobs, settings.models, settings.sweep_interval_seconds)
+    housekeeping = Housekeeping(services.jobs, settings.models, settings.sweep_interval_seconds, services.metrics)
     dispatcher = WebhookDispatcher(
         services.jobs.store, services.renderer.at_state, services.renderer.deliveries, settings, services.metrics
     )

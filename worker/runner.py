@@ -60,6 +60,7 @@ class Runner(BatchRunner):
         started = [run for run in runs if self._start(run)]
         if not started:
             return
+        metrics.BATCH_JOBS.labels(self.model).observe(len(started))
         metrics.WORKER_BUSY.labels(self.model).set(1)
         try:
             finished = self._denoise(started)
