@@ -12,6 +12,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from app import errors
+from app.accesslog import AccessLog
 from app.catalog import Catalog
 from app.deps import Services
 from app.eta import Estimator
@@ -113,5 +114,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     for module in routers:
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, metrics=services.metrics)
+    app.add_middleware(AccessLog)  # inside RequestContext: its lines carry the request id
     app.add_middleware(RequestContext, metrics=services.metrics)
     return app
