@@ -25,6 +25,7 @@ from contract.keys import index_key
 from contract.logs import prompt_digest
 from contract.records import JobStore
 from contract.storage import JOB_ID_PATTERN, Storage, StorageError, input_key
+from contract.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class JobService:
         self.store = JobStore(redis, settings.key_prefix, settings.job_retention_seconds)
         ttl = settings.job_retention_seconds + settings.job_timeout_seconds
         self.idempotency = Idempotency(redis, settings.key_prefix, ttl, self.store.get)
+        self.tracing = Tracing.open(settings.otlp_endpoint, "diffusion-api")
 
     def submit(self, body: GenerationCreate, idempotency: str | None = None) -> tuple[JobRecord, bool]:
         """Queue a job; returns it and whether it is new (False: an Idempotency-Key replay)."""
@@ -52,7 +54,8 @@ class JobService:
             if earlier is not None:
                 return earlier, False
         try:
-            return self._create(job_id, resolved, body), True
+            with self.tracing.span("submit", **{"diffusion.job_id": job_id, "diffusion.model": resolved.model}):
+                return self._create(job_id, resolved, body), True
         except BaseException:
             if resolved.images:
                 with contextlib.suppress(StorageError):  # the store may be what failed; retention sweeps orphans
@@ -99,6 +102,7 @@ class JobService:
             timeout_seconds=body.timeout_seconds,
             preview_every=body.stream_previews,
             priority=body.priority,
+            trace=self.tracing.carrier(),  # the submit span's context: the worker's spans continue its trace
         )
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.multi()  # explicit MULTI first: RQ adds its commands to the same transaction

@@ -16,6 +16,7 @@ from enum import Enum
 from contract.jobs import CancelReason, ImageRecord, JobError, JobPayload, Progress, Stage, now
 from contract.records import JobStore
 from worker import metrics
+from worker.tracing import NO_TRACE, JobTrace
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class JobRun:
         self.pending: list[tuple[Progress, str | None]] = []
         self.written: list[str] = []  # storage keys this attempt wrote
         self.started_at = 0.0
+        self.trace: JobTrace = NO_TRACE  # its spans (worker.tracing), once started
         self._lock = threading.Lock()
 
     @property

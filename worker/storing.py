@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,12 +70,14 @@ class Storer:
                 self._queue.task_done()
 
     def _finish_safely(self, item: Finished) -> None:
+        started = time.time_ns()
         try:
             summary = self.finish(item)
         except Exception:  # a bug here must not leave the job running forever
             log.exception("storing a job crashed", extra={"job_id": item.run.job_id})
             item.run.fail(JobError(type=JobErrorType.INTERNAL_ERROR, message="the worker hit an internal error"))
             summary = {"failed": JobErrorType.INTERNAL_ERROR.value}
+        item.run.trace.stored(started, summary)
         self.on_done(item.run.job_id, summary)
 
     def finish(self, item: Finished) -> dict[str, object]:
