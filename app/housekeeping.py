@@ -14,6 +14,7 @@ import threading
 import time
 
 from app.jobs import JobService
+from app.metrics import ApiMetrics
 from contract.jobs import JobError, JobErrorType, JobStatus, now
 from contract.keys import active_jobs_key, deadlines_key, index_key, lock_key
 
@@ -25,8 +26,9 @@ TICK_SECONDS = 1.0
 class Housekeeping:
     """On a daemon thread: `tick()` every second, `sweep()` every `interval_seconds`."""
 
-    def __init__(self, jobs: JobService, models: list[str], interval_seconds: int) -> None:
+    def __init__(self, jobs: JobService, models: list[str], interval_seconds: int, metrics: ApiMetrics) -> None:
         self.jobs, self.models, self.interval_seconds = jobs, models, interval_seconds
+        self.metrics = metrics  # counts the jobs it ends: lost, deadline expired
         self.redis, self.prefix = jobs.redis, jobs.settings.key_prefix
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -69,8 +71,9 @@ class Housekeeping:
         for member in due:
             self.redis.zrem(deadlines_key(self.prefix), member)
             record = self.jobs.store.get(member.decode())
-            if record is not None and record.status == JobStatus.QUEUED:
-                canceled += self.jobs.expire(record)
+            if record is not None and record.status == JobStatus.QUEUED and self.jobs.expire(record):
+                self.metrics.jobs_deadline_expired.labels(record.model).inc()
+                canceled += 1
         return canceled
 
     def fail_lost(self) -> int:
@@ -81,7 +84,8 @@ class Housekeeping:
         failed = 0
         for model in self.models:
             for job_id in self.jobs.queue.failed(model):
-                if self.jobs.store.fail(job_id, error):
+                if self.jobs.store.fail(job_id, error):  # False: a worker's maintenance failed (and counted) it
+                    self.metrics.jobs_lost.labels(model).inc()
                     failed += 1
                     log.warning("job lost its worker on every attempt", extra={"job_id": job_id, "model": model})
                 self.jobs.queue.forget_failed(job_id, model)

@@ -28,6 +28,7 @@ from contract.keys import index_key
 from contract.logs import prompt_digest
 from contract.records import JobStore
 from contract.storage import JOB_ID_PATTERN, Storage, StorageError, input_key
+from contract.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class JobService:
         self.store = JobStore(redis, settings.key_prefix, settings.job_retention_seconds)
         ttl = settings.job_retention_seconds + settings.job_timeout_seconds
         self.idempotency = Idempotency(redis, settings.key_prefix, ttl, self.store.get)
+        self.tracing = Tracing.open(settings.otlp_endpoint, "diffusion-api")
 
     def submit(self, body: GenerationCreate, caller: Caller, idempotency: str | None = None) -> tuple[JobRecord, bool]:
         """Queue a job for `caller`; returns it and whether it is new (False: an Idempotency-Key replay).
@@ -65,7 +67,8 @@ class JobService:
                 return earlier, False
         try:
             self.quotas.reserve_job(caller, job_id)
-            return self._create(job_id, resolved, body, caller), True
+            with self.tracing.span("submit", **{"diffusion.job_id": job_id, "diffusion.model": resolved.model}):
+                return self._create(job_id, resolved, body, caller), True
         except BaseException:
             self.quotas.release_job(caller, job_id)
             if resolved.images:
@@ -114,6 +117,7 @@ class JobService:
             timeout_seconds=body.timeout_seconds,
             preview_every=body.stream_previews,
             priority=body.priority,
+            trace=self.tracing.carrier(),  # the submit span's context: the worker's spans continue its trace
         )
         failpoint("before_enqueue")
         with self.redis.pipeline(transaction=True) as pipe:

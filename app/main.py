@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 from redis import Redis
 
 from app import errors
+from app.accesslog import AccessLog
 from app.auth import KeyStore, is_loopback
 from app.catalog import Catalog
 from app.deps import Services
@@ -103,7 +104,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or load_settings(ApiSettings)
     logs.configure(settings.log_format, settings.log_level)
     services = build_services(settings)
-    housekeeping = Housekeeping(services.jobs, settings.models, settings.sweep_interval_seconds)
+    housekeeping = Housekeeping(services.jobs, settings.models, settings.sweep_interval_seconds, services.metrics)
     dispatcher = WebhookDispatcher(
         services.jobs.store, services.renderer.at_state, services.renderer.deliveries, settings, services.metrics
     )
@@ -152,5 +153,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", "X-Request-ID"],
             expose_headers=["Location", "Retry-After", "X-Request-ID", "Idempotent-Replayed"],
         )
+    app.add_middleware(AccessLog)  # inside RequestContext: its lines carry the request id
     app.add_middleware(RequestContext, metrics=services.metrics)
     return app

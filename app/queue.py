@@ -69,6 +69,11 @@ class JobQueue:
         higher = PRIORITIES[: PRIORITIES.index(priority.value)]
         return own + sum(self._queue(model, p).count for p in higher)
 
+    def heads(self, model: str) -> list[str]:
+        """The first job id of each of the model's queues: the oldest waiting job of each priority (a retried job
+        re-queued behind newer ones aside)."""
+        return [job_id for p in PRIORITIES for job_id in self._queue(model, p).get_job_ids(0, 1)]
+
     def ahead(self, model: str, priority: Priority, count: int) -> list[str]:
         """Ids of the first `count` jobs a worker of the model takes before a new job of `priority`."""
         ids: list[str] = []

@@ -187,6 +187,8 @@ class JobPayload(BaseModel):
     timeout_seconds: int | None = None
     preview_every: int | None = None
     priority: Priority = Priority.NORMAL
+    # W3C trace context of the API's submit span (contract.tracing), when tracing is on.
+    trace: dict[str, str] | None = None
 
 
 class ImageRecord(BaseModel):

@@ -18,7 +18,7 @@ S = TypeVar("S", bound="CommonSettings")
 class CommonSettings(BaseSettings):
     """Read from `DIFFUSION_*` environment variables (and `REDIS_URL`)."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True, validate_by_name=True)
 
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
@@ -40,6 +40,13 @@ class CommonSettings(BaseSettings):
     models_file: Path | None = Field(default=None, description="JSON file naming the served models.")
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Traces (contract.tracing): off unless set; the standard OpenTelemetry variable works too.
+    otlp_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        validation_alias=AliasChoices("DIFFUSION_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP/HTTP collector base URL; traces go to <url>/v1/traces.",
+    )
 
 
 class ModelEntry(BaseModel):

@@ -32,11 +32,11 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def models_file(folder: Path, side: int = 512) -> Path:
-    """A models file giving the default model a native size, as ops write for models no worker has
-    published yet (the API guesses no size)."""
+def models_file(folder: Path, side: int = 512, model: str = "shapes") -> Path:
+    """A models file giving a model a native size, as ops write for models no worker has published yet
+    (the API guesses no size)."""
     path = folder / "models.json"
-    path.write_text(json.dumps({"shapes": {"width": side, "height": side}}))
+    path.write_text(json.dumps({model: {"width": side, "height": side}}))
     return path
 
 

@@ -15,6 +15,8 @@ from enum import Enum
 
 from contract.jobs import CancelReason, ImageRecord, JobError, JobPayload, Progress, Stage, now
 from contract.records import JobStore
+from worker import metrics
+from worker.tracing import NO_TRACE, JobTrace
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class JobRun:
         self.pending: list[tuple[Progress, str | None]] = []
         self.written: list[str] = []  # storage keys this attempt wrote
         self.started_at = 0.0
+        self.trace: JobTrace = NO_TRACE  # its spans (worker.tracing), once started
         self._lock = threading.Lock()
 
     @property
@@ -56,6 +59,7 @@ class JobRun:
         if self.payload.start_by is not None and now() > self.payload.start_by:
             # Time-to-start deadline passed while queued: end it without touching the device.
             if self.store.cancel(self.job_id, CancelReason.DEADLINE, only_queued=True):
+                metrics.JOBS_DEADLINE_EXPIRED.labels(self.payload.model).inc()
                 log.info("job missed its start deadline; canceled", extra={"job_id": self.job_id})
             return False
         attempt = self.store.mark_running(self.job_id, self.worker_id, self.total_steps)

@@ -101,6 +101,8 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         library.utils.logging.set_verbosity_error()
         library.utils.logging.disable_progress_bar()
     model = settings.name
+    for counter in (metrics.JOBS_LOST, metrics.JOBS_DEADLINE_EXPIRED, metrics.JOBS_REQUEUED):
+        counter.labels(model)  # exported at 0 from the start: rates and increases need a first sample
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     try:
@@ -151,5 +153,6 @@ def abandoned(store: JobStore, model: str, job_id: str, retries_left: int) -> No
         error = JobError(
             type=JobErrorType.WORKER_LOST, message="the worker running this job stopped and its retries are exhausted"
         )
-        store.fail(job_id, error)
-        log.warning("job's worker died on every attempt; failed", extra={"job_id": job_id})
+        if store.fail(job_id, error):  # False: the API's housekeeping failed it first (and counted it)
+            metrics.JOBS_LOST.labels(model).inc()
+            log.warning("job's worker died on every attempt; failed", extra={"job_id": job_id})

@@ -22,6 +22,7 @@ from contract.logs import bind, prompt_digest
 from contract.models import StepRates
 from contract.records import JobStore
 from contract.storage import Storage
+from contract.tracing import Tracing
 from worker import failures, metrics
 from worker.batch import Batch, JobInput
 from worker.encoding import encode_jpeg
@@ -32,6 +33,7 @@ from worker.progress import ProgressPublisher
 from worker.rqworker import BatchRunner
 from worker.settings import WorkerSettings
 from worker.storing import Done, Finished, Storer
+from worker.tracing import BatchTrace, JobTrace
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class Runner(BatchRunner):
             storage, self.model, settings.png_compress_level, settings.png_metadata, warm.fingerprint, on_done
         )
         self.on_done = on_done
+        self.tracing = Tracing.open(settings.otlp_endpoint, "diffusion-worker")
 
     def run(self, payloads: Sequence[JobPayload]) -> None:
         """Run these compatible jobs as one batch; each job's end is reported through `on_done`.
@@ -61,6 +64,7 @@ class Runner(BatchRunner):
         started = [run for run in runs if self._start(run)]
         if not started:
             return
+        metrics.BATCH_JOBS.labels(self.model).observe(len(started))
         metrics.WORKER_BUSY.labels(self.model).set(1)
         try:
             finished = self._denoise(started)
@@ -78,6 +82,7 @@ class Runner(BatchRunner):
             if not run.start():
                 self.on_done(run.job_id, {"skipped": True})
                 return False
+            run.trace = JobTrace(self.tracing, run.payload)
             params = run.payload.params
             wait = max(0.0, run.started_at - run.payload.created_at)
             metrics.QUEUE_WAIT_SECONDS.labels(self.model, run.payload.priority).observe(wait)
@@ -95,12 +100,14 @@ class Runner(BatchRunner):
     def _denoise(self, candidates: list[JobRun]) -> list[Finished]:
         """Denoise and decode; every run comes back with its pixels, or the reason it has none."""
         unreadable, runs, inputs = [], [], []
+        trace = BatchTrace(self.tracing)
         for run in candidates:
             try:
                 inputs.append(JobInput(run.payload.params, self._inputs(run)))
                 runs.append(run)
             except Exception as exc:  # its input image is gone or the store is down: this job fails alone
                 unreadable.append(Finished(run, error=failures.classify(exc)))
+                trace.end([run], type(exc).__name__)
         if not runs:
             return unreadable
         batch = Batch(inputs)
@@ -109,6 +116,7 @@ class Runner(BatchRunner):
 
         def observe(seconds: float) -> None:
             denoise[0] += seconds
+            trace.observed(seconds)
             metrics.STEP_SECONDS.labels(self.model, label).observe(seconds)
 
         self.warm.observe_step = observe
@@ -117,10 +125,11 @@ class Runner(BatchRunner):
         started = time.perf_counter()
         try:
             pixels = self.warm.generate(
-                batch, lambda done, total: self._step(runs, done, total), self._previewer(runs, batch)
+                batch, lambda done, total: self._step(runs, done, total, trace), self._previewer(runs, batch)
             )
         except BaseException as exc:
             self._forget(runs)
+            trace.end(runs, type(exc).__name__)
             if not isinstance(exc, Exception):  # a second SIGTERM: the jobs are re-run elsewhere, not lost
                 for run in runs:
                     run.requeued()
@@ -131,6 +140,7 @@ class Runner(BatchRunner):
             if error.type == JobErrorType.INTERNAL_ERROR:
                 log.error("batch crashed", exc_info=exc)
             return unreadable + [Finished(run, error=error) for run in runs]
+        trace.end(runs)
         for run in runs:
             run.stage(Stage.STORING)
         self._forget(runs)
@@ -138,7 +148,8 @@ class Runner(BatchRunner):
         self._measure(batch, denoise[0], time.perf_counter() - started)
         return unreadable + [self._finished(run, images, batch.size) for run, images in zip(runs, pixels, strict=True)]
 
-    def _step(self, runs: list[JobRun], done: int, total: int) -> bool:
+    def _step(self, runs: list[JobRun], done: int, total: int, trace: BatchTrace) -> bool:
+        trace.stepped()
         going = [run.step(done, total) for run in runs]
         self.publisher.nudge()
         return any(going)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,7 @@ class Storer:
 
     def _finish_safely(self, item: Finished) -> None:
         summary: dict[str, object] = {"failed": JobErrorType.INTERNAL_ERROR.value}
+        started = time.time_ns()
         try:
             summary = redis_patient(lambda: self.finish(item), f"ending job {item.run.job_id}")
         except RedisError:
@@ -82,6 +84,7 @@ class Storer:
             log.exception("storing a job crashed", extra={"job_id": item.run.job_id})
             with contextlib.suppress(Exception):
                 item.run.fail(JobError(type=JobErrorType.INTERNAL_ERROR, message="the worker hit an internal error"))
+        item.run.trace.stored(started, summary)
         try:
             redis_patient(lambda: self.on_done(item.run.job_id, summary), f"reporting job {item.run.job_id} to RQ")
         except Exception:

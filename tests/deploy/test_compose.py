@@ -21,7 +21,12 @@ from tests.deploy.tools import DEPLOY, setting_default
 from tests.helpers import ROOT
 
 SCHEMA = json.loads((Path(__file__).parent / "schemas" / "compose-spec.json").read_text())
-ENV = {"REDIS_PASSWORD": "pw", "DIFFUSION_URL_SIGNING_SECRET": "secret"}
+ENV = {
+    "REDIS_PASSWORD": "pw",
+    "DIFFUSION_URL_SIGNING_SECRET": "secret",
+    "AWS_ACCESS_KEY_ID": "diffusion",
+    "AWS_SECRET_ACCESS_KEY": "minio-secret",
+}
 WORKERS = ("worker", "worker-gpu1")
 
 
@@ -167,7 +172,50 @@ def test_worker_caches_are_volumes_where_the_image_puts_them() -> None:
     model = load("docker-compose.yml")
     mounts = {v.split(":")[1]: v.split(":")[0] for v in model["services"]["worker"]["volumes"]}
     assert mounts[env["HF_HOME"]] == "hf-cache" and mounts[env["TORCHINDUCTOR_CACHE_DIR"]] == "compile-cache"
-    assert {"hf-cache", "compile-cache", "images"} <= set(model["volumes"])
+    assert {"hf-cache", "compile-cache"} <= set(model["volumes"])
+
+
+@pytest.mark.parametrize("files", [("docker-compose.yml",), ("docker-compose.yml", "docker-compose.cpu.yml")])
+def test_images_live_in_the_minio_bucket_the_api_and_workers_share(files: tuple[str, ...]) -> None:
+    """MinIO replaces the shared image volume: same store settings everywhere, bucket made before anyone starts."""
+    services = load(*files)["services"]
+    store = {k: v for k, v in services["api"]["environment"].items() if k.startswith("AWS_") or "STORAGE" in k}
+    assert store == {
+        "DIFFUSION_STORAGE_URL": "s3://diffusion/images",
+        "AWS_ENDPOINT_URL": "http://minio:9000",
+        "AWS_ACCESS_KEY_ID": ENV["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": ENV["AWS_SECRET_ACCESS_KEY"],
+        "AWS_REGION": "us-east-1",
+    }
+    assert services["api"]["environment"]["DIFFUSION_IMAGE_DELIVERY"] == "proxy", "clients cannot reach minio:9000"
+    assert "ports" not in services["minio"], "the store stays private"
+    minio = services["minio"]["environment"]
+    assert (minio["MINIO_ROOT_USER"], minio["MINIO_ROOT_PASSWORD"]) == (
+        store["AWS_ACCESS_KEY_ID"],
+        store["AWS_SECRET_ACCESS_KEY"],
+    )
+    init = services["minio-init"]
+    assert init["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    assert "mc mb --ignore-existing store/diffusion" in init["entrypoint"][-1]
+    assert store["DIFFUSION_STORAGE_URL"].removeprefix("s3://").split("/")[0] == "diffusion"
+    for name in ("api", *(w for w in WORKERS if w in services)):
+        service = services[name]
+        assert {k: service["environment"][k] for k in store} == store, name
+        assert service["depends_on"]["minio-init"] == {"condition": "service_completed_successfully"}, name
+        assert not any(v.endswith(":/data/images") for v in service.get("volumes", [])), f"{name}: no shared volume"
+        assert service["environment"]["DIFFUSION_AUTH"] == "required", name
+
+
+def test_the_bucket_init_passes_the_credentials_through_the_shell() -> None:
+    """`$$` in the file reaches the container's shell as `$`: the secret is never written into the command."""
+    (command,) = yaml.load((ROOT / "docker-compose.yml").read_text(), Loader=Loader)["services"]["minio-init"][
+        "entrypoint"
+    ][-1:]
+    assert '"$$AWS_ACCESS_KEY_ID" "$$AWS_SECRET_ACCESS_KEY"' in command
+    assert (
+        '"$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY"'
+        in load("docker-compose.yml")["services"]["minio-init"]["entrypoint"][-1]
+    )
 
 
 def test_the_cpu_variant_runs_without_a_gpu_on_the_default_model() -> None:

@@ -177,7 +177,7 @@ def test_each_worker_scales_on_its_own_models_queued_and_running_jobs(tmp_path: 
         model = model_of(deployment)
         (trigger,) = objects[deployment["metadata"]["name"]]["spec"]["triggers"]
         query = trigger["metadata"]["query"]
-        assert metric_names(query) == {"diffusion_queue_depth", "diffusion_worker_busy"}, query
+        assert metric_names(query) == {"diffusion_queue_depth", "diffusion_jobs_running"}, query
         assert metric_names(query) <= code_metric_names()
         assert query.count(f'{{model="{model}"}}') == 2, query
         queries[model] = query

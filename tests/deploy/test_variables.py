@@ -52,8 +52,15 @@ def client_variables() -> set[str]:
     }
 
 
+# Set by the deployment files ahead of the code that reads them, which lands from another branch:
+# variable -> what will read it. The test below fails once the code reads it: then delete the entry.
+PENDING: dict[str, str] = {}
+
+
 def test_every_variable_set_for_our_processes_is_a_setting() -> None:
     known = setting_variables() | client_variables()
+    assert not set(PENDING) & known, f"now read by a setting, drop from PENDING: {set(PENDING) & known}"
+    known |= set(PENDING)
     unknown = {where: sorted(ours(names) - known) for where, names in set_by_deployment_files().items()}
     assert not any(unknown.values()), f"variables no setting reads (renamed?): {unknown}"
 
