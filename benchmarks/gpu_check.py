@@ -258,7 +258,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--scale", choices=["full", "tiny"], default="full")
-    parser.add_argument("--budget-seconds", type=float, default=330.0)
+    parser.add_argument("--budget-seconds", type=float, default=330.0, help="from --started-at")
+    parser.add_argument("--started-at", type=float, help="epoch seconds the budget counts from (default: now)")
     parser.add_argument("--steps", type=int, default=20, help="steps of the compiled runs")
     parser.add_argument("--eager-steps", type=int, default=8)
     parser.add_argument("--runs", type=int, default=2, help="generations per compiled figure")
@@ -285,7 +286,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the check; exit 0 when every case ran or was skipped for time, 1 when one failed."""
     args = parse(argv)
-    budget = Budget(args.budget_seconds)
+    budget = Budget(args.budget_seconds, started=args.started_at)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # diffusers' deprecation notices print whole scheduler configs for every ddim job of the matrix.
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report.describe_device(), flush=True)
     models = {n: a for n, a in architectures(args.scale).items() if n in args.models}
     check = Check(args, report, budget, models)
-    watchdog = threading.Timer(args.budget_seconds + HARD_LIMIT_GRACE, _overran, (report, budget))
+    watchdog = threading.Timer(max(budget.left(), 0) + HARD_LIMIT_GRACE, _overran, (report, budget))
     watchdog.daemon = True
     watchdog.start()
     for name, need, fn, after in plan(check):

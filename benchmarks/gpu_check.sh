@@ -44,9 +44,10 @@ EOF
 } 2>&1 | tee -a "$log"
 
 left=$((total - SECONDS))
-# The check stops starting cases 30 s before its share ends; the hard limit covers a case that overruns.
-timeout -k 10 "$left" python3 benchmarks/gpu_check.py --out "$out" --budget-seconds $((left - 30)) "$@" 2>&1 |
-    tee -a "$log"
+# The check's budget counts from now, its imports included: it starts no case that would end in the last
+# 30 s, its watchdog cuts one that runs 20 s past that, and timeout is the last resort.
+timeout -k 10 "$left" python3 benchmarks/gpu_check.py --out "$out" --budget-seconds $((left - 30)) \
+    --started-at "$(date +%s.%N)" "$@" 2>&1 | tee -a "$log"
 status=${PIPESTATUS[0]}
 [ "$status" = 124 ] && echo "gpu_check.py hit the hard limit (${left} s); $out/gpu_check.json holds what finished" |
     tee -a "$log"

@@ -32,8 +32,9 @@ TARGETS = [
 class Budget:
     """Seconds left for the check; a case runs only if its estimate fits."""
 
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.seconds, self.clock, self.started = seconds, clock, clock()
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.time, started: float | None = None) -> None:
+        self.seconds, self.clock = seconds, clock
+        self.started = clock() if started is None else started  # e.g. when the process began, imports included
 
     def spent(self) -> float:
         """Seconds since the check began."""

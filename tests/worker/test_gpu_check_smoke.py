@@ -18,14 +18,14 @@ from benchmarks.gpu_report import Budget
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def smoke(out: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """The check's own command line, tiny models on the CPU, serving eager."""
+    command = [sys.executable, "benchmarks/gpu_check.py", "--smoke", "--no-compile", "--out", str(out), *options]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+
+
 def test_smoke_run_covers_every_case(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "benchmarks/gpu_check.py", "--smoke", "--no-compile", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    done = smoke(tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     results = report["results"]
@@ -49,6 +49,16 @@ def test_smoke_run_covers_every_case(tmp_path: Path) -> None:
     assert "GPU check on cpu" in done.stdout
 
 
+def test_a_spent_budget_skips_every_case_and_still_writes_the_report(tmp_path: Path) -> None:
+    done = smoke(tmp_path, "--models", "sd15", "--budget-seconds", "5", "--started-at", "0")  # began in 1970
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["results"] == {} and report["errors"] == []
+    assert [s["case"] for s in report["skipped"]][:2] == ["sd15.compile", "sd15.compiled"]
+    assert "needs sd15.compile" in report["skipped"][1]["reason"]
+    assert all(t["value"] is None for t in report["targets"])
+
+
 def test_idle_gaps_measure_from_the_last_work_before_a_marker_to_the_first_after() -> None:
     work = [(0, 10), (2, 40), (45, 60), (70, 90), (95, 100)]
     # Markers at 0 (first batch), 42 (work idle since 40, next at 45), 65 (idle 60..70), 92 (idle 90..95).
@@ -70,3 +80,4 @@ def test_budget_admits_a_case_only_when_it_fits() -> None:
     now[0] = 150.0
     assert budget.spent() == 50 and budget.left() == 10
     assert budget.allows(10) and not budget.allows(11)
+    assert Budget(60, clock=lambda: now[0], started=140.0).left() == 50  # counted from when the process began
