@@ -38,6 +38,7 @@ def test_smoke_run_covers_every_case(tmp_path: Path) -> None:
         assert all(r["ms_per_step"] > 0 and r["images_per_s"] > 0 for r in runs.values())
         matrix = results[f"{model}.recompiles"]
         assert matrix["calls"] == 7 + 3 * 8 + 7 and matrix["serving_compilations_during"] == 0
+        assert matrix["serving_compilations_at_end"] == 0
         gap = results[f"{model}.idle_gap"]
         assert len(gap["gaps_ms"]) == gap["batches"] - 1 and all(g >= 0 for g in gap["gaps_ms"])
         assert 0 < gap["busy_fraction"] <= 1
