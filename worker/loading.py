@@ -28,8 +28,16 @@ class Runtime:
     dtype: torch.dtype
 
 
+def auto_dtype(device_type: str, bf16_supported: bool) -> torch.dtype:
+    """The dtype `DIFFUSION_DTYPE=auto` picks: bfloat16 on a GPU that computes it natively (float16's speed
+    with float32's range, so no overflow to black images), float16 on older GPUs, float32 on the CPU."""
+    if device_type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if bf16_supported else torch.float16
+
+
 def pick_runtime(settings: WorkerSettings) -> Runtime:
-    """CUDA with fp16 when available (bf16 selectable), else CPU with fp32."""
+    """CUDA (bf16 where the GPU has it, else fp16) when available, else CPU with fp32; `settings.dtype` overrides."""
     name = settings.device
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -37,7 +45,9 @@ def pick_runtime(settings: WorkerSettings) -> Runtime:
     if settings.dtype != "auto":
         dtype = getattr(torch, settings.dtype)
     else:
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        # Emulated bf16 (pre-Ampere GPUs) is slower than fp16: only native support counts.
+        native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+        dtype = auto_dtype(device.type, native)
     if device.type == "cpu" and settings.cpu_threads:
         torch.set_num_threads(settings.cpu_threads)
     if device.type == "cpu" and dtype == torch.float16:
