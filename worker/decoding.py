@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 
@@ -41,7 +40,7 @@ class Decoder:
             self.vae.use_slicing = images > 1 and images * pixels_per_image > self.slice_pixels
         return self
 
-    def retry_in_float32(self, pipe: DiffusionPipeline, latents: Any) -> np.ndarray:
+    def retry_in_float32(self, pipe: DiffusionPipeline, latents: Any) -> torch.Tensor:
         """Pixels decoded again from the final latents with a float32 VAE; BadOutput if that is impossible."""
         vae = self.vae
         if vae is None or latents is None or latents.ndim != 4 or not bool(torch.isfinite(latents).all()):
@@ -56,7 +55,7 @@ class Decoder:
             decoded = vae.decode(scaled, return_dict=False)[0]
         finally:
             vae.to(dtype)
-        pixels = np.asarray(pipe.image_processor.postprocess(decoded, output_type="np"))
-        if not np.isfinite(pixels).all():
+        pixels: torch.Tensor = pipe.image_processor.postprocess(decoded, output_type="pt")
+        if not bool(torch.isfinite(pixels).all()):
             raise BadOutput("the pipeline produced non-finite pixels even in float32")
         return pixels

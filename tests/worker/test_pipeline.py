@@ -99,3 +99,20 @@ def test_flow_models_take_only_flow_schedulers(tiny_sd3: Path) -> None:
     assert pipeline.scheduler_names == ["flow_euler"] and pipeline.default_scheduler == "flow_euler"
     with pytest.raises(UnknownScheduler, match="valid: flow_euler"):
         generate(pipeline, params(scheduler="dpmpp_2m"))
+
+
+def test_the_float32_retry_decodes_what_the_pipeline_decodes(tiny_sd: Path) -> None:
+    """The overflow fallback: the same latents decoded by our float32 path give the pipeline's own pixels."""
+    import torch
+
+    from worker.failures import BadOutput
+
+    pipeline = warm(tiny_sd)
+    latents = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ours = pipeline.decoder.retry_in_float32(pipeline.pipe, latents)
+        scaled = latents / pipeline.pipe.vae.config.scaling_factor
+        theirs = pipeline.pipe.image_processor.postprocess(pipeline.pipe.vae.decode(scaled).sample, output_type="pt")
+        assert ours.shape == (1, 3, 64, 64) and torch.allclose(ours, theirs)
+        with pytest.raises(BadOutput):
+            pipeline.decoder.retry_in_float32(pipeline.pipe, latents * float("nan"))
