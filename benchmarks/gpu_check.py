@@ -38,8 +38,8 @@ from worker.pipeline import WarmPipeline
 from worker.settings import WorkerSettings
 
 RECIPES: dict[str, dict[str, Any]] = {
-    # diffusers' speed-up guide, one change at a time against the worker's default (inductor "default").
-    "reduce-overhead": {"mode": "reduce-overhead"},  # CUDA graphs: no launch gaps at batch 1
+    # diffusers' speed-up guide, one change at a time against the worker's default on CUDA (reduce-overhead).
+    "inductor-default": {"mode": "default"},  # no CUDA graphs: kernel launches between every step's kernels
     "fused-qkv-flags": {
         "fuse_qkv": True,
         "inductor": {
@@ -54,7 +54,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 # Seconds a compile needs, in units of SD 1.5's measured compile (before it is measured: SD 1.5's is
 # guessed at 75 s on an H100). SDXL's UNet has 70 transformer blocks against SD 1.5's 16, many of them
 # alike (their Triton kernels are compiled once); max-autotune also benchmarks kernel choices.
-COMPILE_RATIO = {"sd15": 1.0, "sdxl": 2.2, "reduce-overhead": 1.1, "fused-qkv-flags": 1.6}
+COMPILE_RATIO = {"sd15": 1.0, "sdxl": 2.2, "inductor-default": 1.0, "fused-qkv-flags": 1.6}
 COMPILE_RATIO["max-autotune-no-cudagraphs"] = 3.0
 SD15_COMPILE_GUESS = 75.0
 # Seconds the other cases take on an H100 (estimates), per model.
@@ -81,14 +81,14 @@ class Check:
     models: dict[str, Architecture]
     warm: dict[str, WarmPipeline] = field(default_factory=dict)
 
-    def settings(self, arch: Architecture, name: str, compile_: bool, mode: str = "default") -> WorkerSettings:
+    def settings(self, arch: Architecture, name: str, compile_: bool, mode: str = "") -> WorkerSettings:
         """The worker's settings for this model, as a deployment would give them."""
         return WorkerSettings(
             model_source=f"random-{arch.name}",
             model_name=name,
             device=self.args.device,
             compile=compile_ and not self.args.no_compile,
-            compile_mode=mode,
+            compile_mode=mode or self.args.compile_mode,
             warmup_sizes=[f"{arch.side}x{arch.side}"],
             max_batch_images=8,
         )
@@ -193,7 +193,7 @@ def eager_runs(check: Check, arch: Architecture) -> dict[str, Any]:
 def recipe_case(check: Check, recipe: str) -> dict[str, Any]:
     """SD 1.5 at batch 1, compiled with one recipe of diffusers' speed-up guide."""
     spec, arch = RECIPES[recipe], check.models["sd15"]
-    settings = check.settings(arch, f"sd15-{recipe}", compile_=True, mode=spec.get("mode", "default"))
+    settings = check.settings(arch, f"sd15-{recipe}", compile_=True, mode=spec.get("mode", ""))
     runtime = pick_runtime(settings)
     held: list[Any] = [arch.build(runtime.device, runtime.dtype)]
     if spec.get("fuse_qkv"):
@@ -266,6 +266,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gap-batches", type=int, default=5)
     parser.add_argument("--gap-steps", type=int, default=0, help="0: per model (GAP_STEPS)")
     parser.add_argument("--models", default="sd15,sdxl")
+    parser.add_argument(
+        "--compile-mode", default="auto", help="the worker's DIFFUSION_COMPILE_MODE for the compiled cases (auto)"
+    )
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated; empty for none")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny models, few steps, no recipes")
     parser.add_argument(

@@ -28,7 +28,10 @@ class WorkerSettings(CommonSettings):
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     compile: bool = False
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        default="auto",
+        description="torch.compile mode; auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere.",
+    )
     warmup_sizes: list[str] = Field(default_factory=list, description="WxH sizes to warm (compile buckets).")
     warmup_steps: int = Field(default=2, ge=1)
     cpu_threads: int = Field(default=0, ge=0, description="torch intra-op threads on CPU; 0 = torch's default.")

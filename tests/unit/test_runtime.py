@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from worker.compiling import compile_mode
 from worker.loading import ModelLoadError, auto_dtype, pick_runtime
 from worker.settings import WorkerSettings
 
@@ -30,3 +31,17 @@ def test_auto_on_the_cpu_is_float32_and_an_explicit_dtype_wins() -> None:
 def test_float16_on_the_cpu_is_refused() -> None:
     with pytest.raises(ModelLoadError, match="float16"):
         pick_runtime(WorkerSettings(device="cpu", dtype="float16"))
+
+
+@pytest.mark.parametrize(
+    ("configured", "device", "expected"),
+    [
+        ("auto", "cuda", "reduce-overhead"),
+        ("auto", "cpu", "default"),
+        ("default", "cuda", "default"),
+        ("max-autotune", "cpu", "max-autotune"),
+    ],
+)
+def test_compile_mode_auto_uses_cuda_graphs_only_on_cuda(configured: str, device: str, expected: str) -> None:
+    settings = WorkerSettings(device="cpu", compile_mode=configured)
+    assert compile_mode(settings, torch.device(device)) == expected
