@@ -27,7 +27,9 @@ trap cleanup EXIT
 
 step() { printf '%s [%3ds] %s\n' "check-extras" "$SECONDS" "$*"; }
 quiet_pip() { "$@" 2>&1 | grep -v -e 'is ignored: it is neither a file nor a directory' || true; }
-fail() { echo "check-extras: FAILED: $*" >&2; exit 1; }
+# fd 3 is the script's stderr: a failure inside a command whose output wait_until hides still shows.
+exec 3>&2
+fail() { echo "check-extras: FAILED: $*" >&3; exit 1; }
 
 step "building the wheel from the tracked files"
 mkdir -p "$work/src"
@@ -80,12 +82,13 @@ wait_until 10 "redis-server" redis-cli -p "$redis_port" ping
 api_port=$(free_port)
 metrics_port=$(free_port)
 export REDIS_URL="redis://127.0.0.1:$redis_port/0" DIFFUSION_STORAGE_URL="$work/images" \
-  DIFFUSION_URL_SIGNING_SECRET=check-extras DIFFUSION_DEFAULT_MODEL=shapes DIFFUSION_METRICS_PORT="$metrics_port" \
+  DIFFUSION_URL_SIGNING_SECRET=check-extras DIFFUSION_DEFAULT_MODEL=shapes \
   DIFFUSION_PORT="$api_port" DIFFUSION_CPU_THREADS=1 OMP_NUM_THREADS=1
 "$work/api/bin/python" -m app --host 127.0.0.1 --port "$api_port" >"$work/api.log" 2>&1 &
 api_pid=$!
 pids+=("$api_pid")
-"$work/worker/bin/python" -m worker >"$work/worker.log" 2>&1 &
+# The worker's metrics port alone: the API reads the same variable for its optional second port.
+DIFFUSION_METRICS_PORT="$metrics_port" "$work/worker/bin/python" -m worker >"$work/worker.log" 2>&1 &
 worker_pid=$!
 pids+=("$worker_pid")
 
@@ -125,7 +128,7 @@ step "API (api venv) answers /healthz"
 
 worker_warm() { alive "$worker_pid" worker "$work/worker.log" && curl -fsS "http://127.0.0.1:$api_port/readyz"; }
 wait_until 180 "a warm worker in /readyz" worker_warm
-"$work/worker/bin/python" "$root/deploy/healthcheck.py" worker || fail "deploy/healthcheck.py worker"
+DIFFUSION_METRICS_PORT="$metrics_port" "$work/worker/bin/python" "$root/deploy/healthcheck.py" worker || fail "deploy/healthcheck.py worker"
 step "worker (worker venv) is warm: /readyz is 200 and its health check passes"
 imports worker worker,contract fastapi,starlette,uvicorn
 
