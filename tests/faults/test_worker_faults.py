@@ -68,7 +68,7 @@ def test_killed_mid_decode_or_mid_store_ends_once_on_the_other_worker(cluster: C
 def test_a_single_worker_killed_and_restarted_runs_the_job_again(cluster: Cluster) -> None:
     cluster.start_worker("a", **FAST)
     with cluster.client() as http:
-        job = submit(http, num_inference_steps=400)
+        job = submit(http, num_inference_steps=80)
         running_at(cluster, job["id"], "denoising", step=3)
         cluster.workers["a"].kill()
         cluster.start_worker("a2", **FAST)  # the supervisor's restart
@@ -94,7 +94,7 @@ def test_a_long_pause_outside_the_step_loop_is_not_a_dead_worker(cluster: Cluste
 def test_sigterm_finishes_the_running_job_then_exits_0(cluster: Cluster) -> None:
     worker = cluster.start_worker("a", **FAST)
     with cluster.client() as http:
-        job = submit(http, num_inference_steps=150)
+        job = submit(http, num_inference_steps=40)
         running_at(cluster, job["id"], "denoising", step=2)
         worker.proc.send_signal(signal.SIGTERM)
         assert worker.proc.wait(120) == 0
