@@ -10,9 +10,11 @@ batch with guidance), about a minute of compiling on two cores with an empty ind
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks.gpu_measure import GUIDANCES, compilations, recompile_matrix
 from tests.helpers import warm
@@ -24,10 +26,15 @@ MODEL = "shapes-compiled"
 
 
 @pytest.fixture(scope="module")
-def compiled() -> WarmPipeline:
-    pipeline = warm(Path(DEFAULT_MODEL_SOURCE), compile=True, warmup_sizes=["32x32"], model_name=MODEL, cpu_threads=1)
+def compiled() -> Iterator[WarmPipeline]:
+    # Dynamo remembers, per code object, which input sizes it saw vary, across every model of a process
+    # (it then compiles those sizes dynamic): start and leave it fresh, as in a worker process, so that
+    # neither this module nor a later one (tests/worker/test_lora_hotswap.py) compiles other graphs than alone.
+    torch._dynamo.reset()
+    pipeline = warm(Path(DEFAULT_MODEL_SOURCE), compile=True, warmup_sizes=["64x64"], model_name=MODEL, cpu_threads=1)
     pipeline.warm_up()
-    return pipeline
+    yield pipeline
+    torch._dynamo.reset()
 
 
 def test_no_request_of_the_matrix_compiles_while_serving(compiled: WarmPipeline) -> None:
