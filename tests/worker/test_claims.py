@@ -82,7 +82,7 @@ def test_a_lone_job_starts_at_once_on_an_idle_batching_worker(
 
     helper = threading.Thread(target=submit_once_idle)
     helper.start()
-    worker.work(max_jobs=1)  # returns once that job's batch ran and was stored
+    worker.work(max_jobs=1, max_idle_time=30)  # returns once that job's batch ran and was stored
     helper.join()
     record = store.get(submitted[0])
     assert record is not None and record.status == JobStatus.SUCCEEDED
