@@ -7,10 +7,10 @@ PY := $(VENV)/bin/python
 TORCH := $(shell grep -m1 '^torch==' constraints.txt)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser tools run demo test lint typecheck check check-deploy check-extras constraints dashboard bench clean
+.PHONY: help install browser tools run demo test lint typecheck check check-deploy check-extras constraints dashboard bench bench-batching clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## create .venv (pinned by constraints.txt): CPU torch, the API, the worker, the client, dev tools
 
@@ -62,6 +62,9 @@ dashboard: install ## rebuild deploy/grafana/dashboards/diffusion.json from scri
 
 bench: install ## per-step latency through the pipeline and end to end through the service (prints figures)
 	$(PY) benchmarks/latency.py
+
+bench-batching: install ## cross-request batching on the CPU: throughput 8 vs 1, serving efficiency, lone-job latency
+	$(PY) benchmarks/batching.py
 
 clean: ## remove run outputs (var/) and caches
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,12 @@
 """Estimated start and finish of queued jobs, from the step cost workers measured for their model.
 
-Work ahead of a queued job = the unfinished share of running jobs + every job ahead of it in the
-queues, each costed with `contract.models.StepRates.cost`; divided among the ready workers.
+Workers denoise compatible jobs together (same `GenerationParams.batch_key`, up to the model's published
+`max_batch_images` images), so the work ahead of a queued job is counted in batches, formed as a worker
+forms them: it takes the oldest waiting job and claims the compatible ones behind it while they fit.
+A batch costs `contract.models.StepRates.batch_cost` (a rate per megapixel-step of all its images plus
+one overhead, both measured per batch by the worker). Work ahead = the unfinished share of running
+batches + the batches formed before the one the job joins, divided among the ready workers; the job
+finishes with its batch.
 `estimate` is the arithmetic alone; `Estimator` gathers its inputs from Redis.
 """
 
@@ -27,16 +32,54 @@ class Ahead:
     count: int
     running: Sequence[tuple[GenerationParams, float]]  # (parameters, fraction done)
     workers: int
+    max_batch_images: int = 1  # images one batch of the model's workers holds (1: no cross-request batching)
+
+
+def batches(jobs: Sequence[GenerationParams], max_images: int) -> list[list[int]]:
+    """Indexes of `jobs` (in queue order) grouped into batches as workers claim them: the oldest job left,
+    then every later compatible job that still fits, up to `max_images` images."""
+    left = [(p.batch_key(), i) for i, p in enumerate(jobs)]
+    formed = []
+    while left:
+        key, head = left.pop(0)
+        batch, room, rest = [head], max_images - jobs[head].num_images, []
+        for other_key, other in left:
+            if other_key == key and jobs[other].num_images <= room:
+                batch.append(other)
+                room -= jobs[other].num_images
+            else:
+                rest.append((other_key, other))
+        formed.append(batch)
+        left = rest
+    return formed
+
+
+def _cost(rates: StepRates, jobs: Sequence[GenerationParams], batch: list[int]) -> float:
+    return rates.batch_cost([jobs[i] for i in batch])
 
 
 def estimate(rates: StepRates, job: GenerationParams, ahead: Ahead, start_from: float) -> tuple[float, float]:
     """(start, finish) in epoch seconds of a job with `ahead` before it, from `start_from` (now)."""
-    work = sum(rates.cost(p) for p in ahead.queued)
-    if ahead.queued and ahead.count > len(ahead.queued):
-        work += work / len(ahead.queued) * (ahead.count - len(ahead.queued))
-    work += sum(rates.cost(p) * (1.0 - fraction) for p, fraction in ahead.running)
+    limit, queued = ahead.max_batch_images, ahead.queued
+    if ahead.count > len(queued):
+        # Not every job ahead was read: those read form batches, the rest cost what they cost on average,
+        # and the job is taken as starting a batch of its own after all of them.
+        work = sum(_cost(rates, queued, b) for b in batches(queued, limit))
+        work *= ahead.count / len(queued) if queued else 0.0
+        own = rates.cost(job)
+    else:
+        jobs = [*queued, job]
+        formed = batches(jobs, limit)
+        index = next(n for n, b in enumerate(formed) if len(queued) in b)
+        work = sum(_cost(rates, jobs, b) for b in formed[:index])
+        own = _cost(rates, jobs, formed[index])
+    running: dict[tuple[str, float], list[GenerationParams]] = {}
+    for params, fraction in ahead.running:  # the jobs of one batch share its key and its progress
+        running.setdefault((params.batch_key(), fraction), []).append(params)
+    for (_, fraction), group in running.items():
+        work += sum(_cost(rates, group, b) for b in batches(group, limit)) * (1.0 - fraction)
     start = start_from + work / max(1, ahead.workers)
-    return start, start + rates.cost(job)
+    return start, start + own
 
 
 class Estimator:
@@ -59,5 +102,7 @@ class Estimator:
             for r in self.store.get_many(self.queue.running(record.model))
             if r is not None and r.status == JobStatus.RUNNING
         ]
-        ahead = Ahead(queued, position, running, self.catalog.ready_workers(record.model))
+        info = self.catalog.info(record.model)
+        limit = info.max_batch_images if info else 1
+        ahead = Ahead(queued, position, running, self.catalog.ready_workers(record.model), limit)
         return estimate(rates, record.params, ahead, now())

@@ -7,6 +7,7 @@ these classes, so a renamed field breaks the type checker, not production.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -55,6 +56,11 @@ class ModelInfo(BaseModel):
     compiled: bool = False
     controlnets: list[str] = Field(default_factory=list, description="ControlNets configured on its workers.")
     loras: list[LoraInfo] = Field(default_factory=list, description="Adapters that fit: name and sha256.")
+    max_batch_images: int = Field(
+        default=1,
+        description="Images one denoising batch of its workers holds, compatible jobs claimed together "
+        "(DIFFUSION_MAX_BATCH_IMAGES; 1: no cross-request batching).",
+    )
     max_loras: int | None = Field(
         default=None,
         description="Most adapters per request on this model's workers, where lower than the service's limit "
@@ -73,18 +79,23 @@ class ModelInfo(BaseModel):
 
 
 class StepRates(BaseModel):
-    """Measured cost of a model's jobs; the one cost formula both the worker (measuring) and the ETA use.
+    """Measured cost of a model's batches; the one cost formula both the worker (measuring) and the ETA use.
 
-    cost(job) = megapixel-steps x `step_seconds_per_mpx` + `overhead_seconds` (text encoding, decode,
-    encode, store), both moving averages over the model's finished jobs.
+    cost(batch) = megapixel-steps of all its jobs x `step_seconds_per_mpx` + `overhead_seconds` (text
+    encoding, decode and the rest of the call, once per batch), both moving averages over the model's
+    finished batches. A job alone is a batch of one.
     """
 
     step_seconds_per_mpx: float
     overhead_seconds: float
 
     def cost(self, params: GenerationParams) -> float:
-        """Seconds a worker needs for a job with these parameters."""
-        return params.megapixel_steps * self.step_seconds_per_mpx + self.overhead_seconds
+        """Seconds a worker needs for a job with these parameters, denoised alone."""
+        return self.batch_cost([params])
+
+    def batch_cost(self, jobs: Sequence[GenerationParams]) -> float:
+        """Seconds a worker needs for these jobs denoised as one batch."""
+        return sum(p.megapixel_steps for p in jobs) * self.step_seconds_per_mpx + self.overhead_seconds
 
     def updated(self, sample: StepRates, weight: float) -> StepRates:
         """The moving average with one more job's measurement folded in at `weight`."""

@@ -58,6 +58,7 @@ def model_info(settings: WorkerSettings, warm: WarmPipeline) -> ModelInfo:
         controlnets=sorted(warm.controlnets),
         loras=[LoraInfo(name=name, sha256=sha) for name, sha in warm.loras.hashes.items()],
         max_loras=warm.loras.max_per_job,
+        max_batch_images=settings.max_batch_images,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import re
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -238,3 +239,15 @@ def test_disruption_budgets_and_services_select_existing_pods() -> None:
         assert selects(service["spec"]["selector"]), service["metadata"]["name"]
     (hpa,) = of_kind("HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "api"
+
+
+def test_each_worker_keeps_its_compile_cache_on_a_volume() -> None:
+    """Compiled graphs outlive a container restart: a volume is mounted where the image puts the inductor cache."""
+    match = re.search(r"TORCHINDUCTOR_CACHE_DIR=(\S+)", (ROOT / "Dockerfile").read_text())
+    assert match is not None
+    for deployment in workers():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert "TORCHINDUCTOR_CACHE_DIR" not in {e["name"] for e in container.get("env", [])}, "the image's path"
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert mounts.get(match.group(1)) in {v["name"] for v in pod["volumes"]}, model_of(deployment)

@@ -196,11 +196,14 @@ def test_queued_job_has_an_eta_after_measurements(stack: Stack) -> None:
         run_job(client, {"prompt": "measure me", "num_inference_steps": 5})  # the worker measures its step cost
         long_job = submit(client, num_inference_steps=LONG)
         wait_step(client, long_job["id"], 1)
-        first, second = submit(client, num_inference_steps=20), submit(client, num_inference_steps=20)
-        a, b = job(client, first["id"]), job(client, second["id"])
+        first, second = submit(client, num_inference_steps=20), submit(client, num_inference_steps=21)
+        # The same as the first but for its seed: a worker claims it into the first one's batch, ahead of the second.
+        third = submit(client, num_inference_steps=20)
+        a, b, c = (job(client, queued["id"]) for queued in (first, second, third))
         client.post(f"/v1/generations/{long_job['id']}/cancel")
-    assert a["estimated_start_at"] and b["estimated_start_at"]
+    assert a["estimated_start_at"] and b["estimated_start_at"] and c["estimated_start_at"]
     assert a["estimated_start_at"] < b["estimated_start_at"] < b["estimated_finish_at"]
+    assert c["estimated_start_at"] < b["estimated_start_at"], "the ETA counts the batch the third job joins"
 
 
 def test_stream_previews_ride_on_progress_events(stack: Stack) -> None:

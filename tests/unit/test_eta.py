@@ -41,3 +41,38 @@ def test_jobs_ahead_beyond_those_read_are_extrapolated() -> None:
     start, _ = estimate(RATES, small, Ahead(queued=[small] * 4, count=10, running=[], workers=1), 0.0)
     assert start == pytest.approx(1.5 * 10)
     assert estimate(RATES, small, Ahead(queued=[], count=0, running=[], workers=0), 5.0)[0] == 5.0
+
+
+def test_compatible_jobs_ahead_are_costed_as_shared_batches() -> None:
+    one = params(width=100, height=100, num_inference_steps=10)  # 0.1 megapixel-steps: 1.0 s of steps
+    sixteen = [one.model_copy(update={"seed": s}) for s in range(16)]  # prompts and seeds may differ
+    alone = estimate(RATES, one, Ahead(sixteen, 16, [], workers=1), 0.0)
+    batched = estimate(RATES, one, Ahead(sixteen, 16, [], workers=1, max_batch_images=8), 0.0)
+    assert alone == pytest.approx((16 * 1.5, 16 * 1.5 + 1.5)), "max 1: every job is a batch of its own"
+    # Max 8: two full batches ahead (8 images of steps + one overhead each), then the job's own batch.
+    assert batched == pytest.approx((2 * (8.0 + 0.5), 2 * (8.0 + 0.5) + 1.5))
+
+
+def test_a_job_joins_the_batch_of_compatible_jobs_ahead_and_finishes_with_it() -> None:
+    one = params(width=100, height=100, num_inference_steps=10)
+    other_size = one.model_copy(update={"width": 200})  # another batch key: 2.0 s of steps
+    queued = [one, other_size, one.model_copy(update={"num_images": 5})]
+    start, finish = estimate(RATES, one, Ahead(queued, 3, [], workers=1, max_batch_images=8), 100.0)
+    # The oldest job claims the 5-image job and this one (7 images): only the wider job is not in it,
+    # and it waits behind: the new job starts at once.
+    assert start == pytest.approx(100.0)
+    assert finish == pytest.approx(100.0 + 7 * 1.0 + 0.5)
+    # A job that does not fit the first batch (8 - 1 - 5 = 2 images of room) waits for it and the wider job.
+    three = one.model_copy(update={"num_images": 3})
+    start, finish = estimate(RATES, three, Ahead(queued, 3, [], workers=1, max_batch_images=8), 100.0)
+    assert start == pytest.approx(100.0 + (6 * 1.0 + 0.5) + (2.0 + 0.5))
+    assert finish == pytest.approx(start + 3 * 1.0 + 0.5)
+
+
+def test_running_jobs_of_one_batch_count_its_remaining_cost_once() -> None:
+    one = params(width=100, height=100, num_inference_steps=10)
+    running = [(one.model_copy(update={"seed": s}), 0.5) for s in range(4)]  # one batch, half done
+    start, _ = estimate(RATES, one, Ahead([], 0, running, workers=1, max_batch_images=8), 0.0)
+    assert start == pytest.approx((4 * 1.0 + 0.5) * 0.5)
+    start, _ = estimate(RATES, one, Ahead([], 0, running, workers=1), 0.0)
+    assert start == pytest.approx(4 * 1.5 * 0.5), "no batching: four jobs, four overheads"
