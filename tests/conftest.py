@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,6 +72,25 @@ def lora_dir(tiny_sd: Path, tiny_sd3: Path, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="session")
+def hotswap_loras(tiny_sd: Path, lora_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The adapters of the compiled (hot-swapping) tests: sd-a, sd-b (rank 4, attention q/k/v/out), sd-r8
+    (rank 8), sd-qk (q/k only), sd-te (with text-encoder weights), sd-ff (feed-forward layers: outside the
+    widest adapter's), sd3-a (another architecture). Every compiled tiny-sd worker of the suite serves this
+    one folder, so their denoisers get the same slots, the same graphs and, after the first, inductor's cache:
+    each further compile costs seconds instead of a minute and a half."""
+    from worker.tiny import build_lora
+
+    folder = tmp_path_factory.mktemp("hotswap-loras")
+    for name in ("sd-a", "sd-b", "sd3-a"):
+        shutil.copy(lora_dir / f"{name}.safetensors", folder)
+    build_lora(tiny_sd, folder / "sd-r8.safetensors", seed=4, rank=8)
+    build_lora(tiny_sd, folder / "sd-qk.safetensors", seed=5, targets=("to_q", "to_k"))
+    build_lora(tiny_sd, folder / "sd-ff.safetensors", seed=6, targets=("ff.net.2",))
+    build_lora(tiny_sd, folder / "sd-te.safetensors", seed=7, text_encoder=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_controlnet(tiny_sd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random ControlNet for the tiny UNet pipeline."""
     from worker.tiny import build_controlnet
@@ -128,7 +148,8 @@ def stack(
 ) -> Iterator[Stack]:
     """API + one worker per tiny model (UNet and transformer), started once per test module.
 
-    A module may set STACK_ENV (extra settings) and STACK_MODELS (which workers to start).
+    A module may set STACK_ENV (extra settings), STACK_MODELS (which workers to start) and STACK_LORAS (the
+    name of the fixture giving the LoRA folder; `lora_dir` unless set).
     """
     tmp = tmp_path_factory.mktemp("stack")
     prefix = f"m{uuid.uuid4().hex[:10]}"
@@ -136,7 +157,7 @@ def stack(
         redis_server.url,
         prefix,
         tmp / "images",
-        DIFFUSION_LORA_DIR=str(lora_dir),
+        DIFFUSION_LORA_DIR=str(request.getfixturevalue(getattr(request.module, "STACK_LORAS", "lora_dir"))),
         **getattr(request.module, "STACK_ENV", {}),
     )
     redis = Redis.from_url(redis_server.url)

@@ -5,7 +5,6 @@ Real inductor compilation on the CPU (about a minute for the tiny UNet) and real
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +17,13 @@ from worker.hotswap import HotswapLoras
 from worker.loras import LoraError
 from worker.metrics import REGISTRY
 from worker.pipeline import WarmPipeline
-from worker.tiny import build_lora
 
 MODEL = "hotswap-test"
 
 
 @pytest.fixture(scope="module")
-def adapters(tiny_sd: Path, lora_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """sd-a, sd-b (rank 4, attention q/k/v/out), sd-r8 (rank 8), sd-qk (q/k only), sd-te (with text-encoder
-    weights), sd-ff (feed-forward layers: outside the widest adapter's), sd3-a (another architecture)."""
-    folder = tmp_path_factory.mktemp("hotswap-loras")
-    for name in ("sd-a", "sd-b", "sd3-a"):
-        shutil.copy(lora_dir / f"{name}.safetensors", folder)
-    build_lora(tiny_sd, folder / "sd-r8.safetensors", seed=4, rank=8)
-    build_lora(tiny_sd, folder / "sd-qk.safetensors", seed=5, targets=("to_q", "to_k"))
-    build_lora(tiny_sd, folder / "sd-ff.safetensors", seed=6, targets=("ff.net.2",))
-    build_lora(tiny_sd, folder / "sd-te.safetensors", seed=7, text_encoder=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def compiled(tiny_sd: Path, adapters: Path) -> WarmPipeline:
-    pipeline = warm(tiny_sd, compile=True, lora_dir=adapters, lora_slots=2, model_name=MODEL, cpu_threads=1)
+def compiled(tiny_sd: Path, hotswap_loras: Path) -> WarmPipeline:
+    pipeline = warm(tiny_sd, compile=True, lora_dir=hotswap_loras, lora_slots=2, model_name=MODEL, cpu_threads=1)
     pipeline.warm_up()
     return pipeline
 
@@ -78,7 +62,7 @@ def test_fitting_adapters_and_slots_are_published(compiled: WarmPipeline) -> Non
 
 
 def test_switching_adapters_never_recompiles_and_matches_eager(
-    compiled: WarmPipeline, tiny_sd: Path, adapters: Path
+    compiled: WarmPipeline, tiny_sd: Path, hotswap_loras: Path
 ) -> None:
     assert compilations("warmup") >= 1
     outputs = [run(compiled, loras) for loras in COMBINATIONS]
@@ -93,7 +77,7 @@ def test_switching_adapters_never_recompiles_and_matches_eager(
     assert np.abs(te - base).max() > 10 and np.abs(te_b - b_only).max() > 10
 
     # Eager named adapters are the reference: hot-swapping (padded ranks, slot scalings) must agree.
-    eager = warm(tiny_sd, lora_dir=adapters, cpu_threads=1)
+    eager = warm(tiny_sd, lora_dir=hotswap_loras, cpu_threads=1)
     for loras, got in zip(COMBINATIONS, outputs, strict=True):
         reference = run(eager, loras)
         assert np.abs(got - reference).max() <= 2, f"compiled and eager disagree for {loras}"
