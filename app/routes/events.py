@@ -66,6 +66,8 @@ async def _events(
 ) -> AsyncIterator[str]:
     try:
         pending = await follow.backlog()
+        if not pending and await run_in_threadpool(_over, jobs, job_id):
+            return  # resumed after the terminal event (EventSource reconnects): nothing will ever come
         while not await request.is_disconnected():
             entry = pending.pop(0) if pending else await follow.next(keepalive)
             if entry is None:
@@ -86,6 +88,12 @@ async def _events(
                 return
     finally:
         await subscription.__aexit__(None, None, None)
+
+
+def _over(jobs: JobService, job_id: str) -> bool:
+    """Whether the job ended (its terminal event is in the stream: one script writes both) or is gone."""
+    record = jobs.store.get(job_id)
+    return record is None or record.status.terminal
 
 
 def _view_at(jobs: JobService, render: JobRenderer, job_id: str, state: dict[str, Any]) -> str | None:
