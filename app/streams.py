@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 Entry = tuple[str, dict[bytes, bytes]]  # (stream entry id, fields)
 BLOCK_MS = 5000
-POOL_CONNECTIONS = 16  # the hub's blocking read holds one; new subscriptions' backlog reads share the rest
+POOL_CONNECTIONS = 32  # for subscribers' short commands
+POOL_WAIT_SECONDS = 30  # how long a burst of new subscribers may queue for one of them
 
 
 @dataclass
@@ -83,16 +84,20 @@ def _newer(a: str, b: str) -> bool:
 class EventHub:
     """Fans the entries of watched Redis streams out to subscribers; start it in the app's lifespan."""
 
-    def __init__(self, redis_url: str, prefix: str, max_subscribers: int, connect_timeout: float) -> None:
-        # The read blocks up to BLOCK_MS: its socket timeout must be longer (redis-py 8 defaults to 5 s). The
-        # pool blocks (up to the Redis timeout) when every connection is busy: a burst of new subscribers
-        # (each reads its backlog) waits for a free one instead of failing with "Too many connections".
+    def __init__(self, redis_url: str, prefix: str, max_subscribers: int, timeout_seconds: float) -> None:
+        # The one blocking read has a connection of its own, whose socket timeout must outlast the block
+        # (redis-py 8 defaults to 5 s). Subscribers' short commands (where a stream ends, its backlog) share
+        # a pool with the API's Redis timeout; a burst of them waits for a free connection (the waits hold
+        # no thread) instead of failing with "Too many connections".
+        self._reader = AsyncRedis.from_url(
+            redis_url, socket_connect_timeout=timeout_seconds, socket_timeout=BLOCK_MS / 1000 + 10, max_connections=1
+        )
         pool = BlockingConnectionPool.from_url(
             redis_url,
             max_connections=POOL_CONNECTIONS,
-            timeout=connect_timeout,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=BLOCK_MS / 1000 + 10,
+            timeout=POOL_WAIT_SECONDS,
+            socket_connect_timeout=timeout_seconds,
+            socket_timeout=timeout_seconds,
         )
         self.redis = AsyncRedis.from_pool(pool)
         self.max_subscribers = max_subscribers
@@ -114,6 +119,7 @@ class EventHub:
         with contextlib.suppress(Exception):
             await self.redis.delete(self.wake_key)
         await self.redis.aclose()
+        await self._reader.aclose()
 
     @contextlib.asynccontextmanager
     async def subscribe(self, key: str, after: str) -> AsyncIterator[Subscription]:
@@ -157,7 +163,7 @@ class EventHub:
             streams: dict[Any, Any] = {self.wake_key: wake_cursor}
             streams.update({key: watch.cursor for key, watch in self._watches.items() if watch.cursor is not None})
             try:
-                batch: Any = await self.redis.xread(streams, count=200, block=BLOCK_MS)
+                batch: Any = await self._reader.xread(streams, count=200, block=BLOCK_MS)
             except asyncio.CancelledError:
                 raise
             except Exception:  # Redis away for a moment: retry; subscribers see keep-alives meanwhile
