@@ -166,18 +166,23 @@ async def load(base: str, jobs: int, clients: int, steps: int, tally: Tally, lim
         return time.monotonic() - started
 
 
-async def stream(http: httpx.AsyncClient, job_id: str, opened: asyncio.Event, ends: list[str]) -> None:
-    """Follow a job's events until the stream closes; records the last status seen."""
+async def stream(http: httpx.AsyncClient, job_id: str, opened: asyncio.Event, ends: list[str], seen: set[str]) -> None:
+    """Follow a job's events until the stream closes; `opened` is set at its first event (or its end), and the
+    last status seen goes to `ends`."""
     last = ""
-    async with http.stream("GET", f"/v1/generations/{job_id}/events") as response:
-        if response.status_code != 200:
-            ends.append(f"http {response.status_code}")
-            opened.set()
-            return
-        async for line in response.aiter_lines():
-            if line.startswith("data: "):
-                last = json.loads(line[6:])["status"]
-                opened.set()
+    try:
+        async with http.stream("GET", f"/v1/generations/{job_id}/events") as response:
+            if response.status_code != 200:
+                last = f"http {response.status_code}"
+            else:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        last = json.loads(line[6:])["status"]
+                        seen.add(job_id)
+                        opened.set()
+    except httpx.HTTPError as exc:
+        last = f"{last or 'no event'}, then {type(exc).__name__}"
+    opened.set()
     ends.append(last)
 
 
@@ -210,10 +215,16 @@ async def held_open(
         tally.accepted += blockers
         opened = [asyncio.Event() for _ in blockers]
         ends: list[str] = []
+        seen: set[str] = set()
         results: list[tuple[int, str]] = []
-        tasks = [asyncio.create_task(stream(http, j, e, ends)) for j, e in zip(blockers, opened, strict=True)]
+        tasks = [asyncio.create_task(stream(http, j, e, ends, seen)) for j, e in zip(blockers, opened, strict=True)]
         tasks += [asyncio.create_task(long_poll(http, i, results)) for i in range(long_polls)]
-        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in opened)), 60)
+        started = time.monotonic()
+        await asyncio.wait(
+            [asyncio.create_task(e.wait()) for e in opened], timeout=120, return_when=asyncio.ALL_COMPLETED
+        )
+        opening = time.monotonic() - started
+        streamed = len(seen)
         waiting = await wait_long_polls(stack, long_polls)
         healthz: list[float] = []
         for _ in range(samples):
@@ -229,6 +240,8 @@ async def held_open(
         tally.saw(status)
     tally.accepted += [job_id for status, job_id in results if status == 200]
     return {
+        "opening_seconds": opening,
+        "streams_started": streamed,
         "healthz": healthz,
         "streams_open": still_open,
         "long_polls_open": polls_open,
@@ -331,8 +344,11 @@ def main() -> None:
             )
             print(f"machine: {machine()} (after the long-polls)")
             print(
-                f"/healthz with {held['streams_open']} of {args.streams} event streams and {held['long_polls_open']} of "
-                f"{args.long_polls} long-polls open ({held['long_polls_queued']} of their jobs seen queued): "
+                f"{held['streams_started']} of {args.streams} event streams had their first event after "
+                f"{held['opening_seconds']:.1f} s; "
+                f"/healthz with {held['streams_open']} of {args.streams} event streams and "
+                f"{held['long_polls_open']} of {args.long_polls} long-polls open "
+                f"({held['long_polls_queued']} of their jobs seen queued): "
                 f"p50 {ms(held['healthz'], 0.5)}, p99 {ms(held['healthz'], 0.99)}, max {ms(held['healthz'], 1)} "
                 f"({len(held['healthz'])} requests); streams ended on "
                 f"{dict((s, held['stream_ends'].count(s)) for s in set(held['stream_ends']))}; long-polls answered "
