@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH := $(shell grep -m1 '^torch==' constraints.txt)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser tools run demo test lint typecheck check check-deploy check-extras constraints dashboard bench bench-batching clean
+.PHONY: help install browser tools run demo test lint typecheck check check-deploy check-extras constraints dashboard bench bench-batching soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ bench: install ## per-step latency through the pipeline and end to end through t
 
 bench-batching: install ## cross-request batching on the CPU: throughput 8 vs 1, serving efficiency, lone-job latency
 	$(PY) benchmarks/batching.py
+
+soak: install ## 5000 jobs from 16 clients against Redis, the API and two workers; lost, duplicated, p99s (benchmarks/soak.py)
+	$(PY) benchmarks/soak.py
 
 clean: ## remove run outputs (var/) and caches
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

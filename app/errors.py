@@ -198,6 +198,8 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
         return _reply(
             request, 405, type_, f"method {request.method} not allowed; allowed: {', '.join(allowed)}", None, headers
         )
+    if exc.status_code == 400:  # a body that is not even JSON (bad UTF-8): invalid like any malformed body
+        return _reply(request, 422, type_, f"body: {exc.detail}", "body", headers)
     return _reply(request, exc.status_code, type_, str(exc.detail), None, headers)
 
 

@@ -22,7 +22,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.errors import Overloaded
 
@@ -30,12 +32,18 @@ log = logging.getLogger(__name__)
 
 Entry = tuple[str, dict[bytes, bytes]]  # (stream entry id, fields)
 BLOCK_MS = 5000
+POOL_CONNECTIONS = 32  # for subscribers' short commands
+POOL_WAIT_SECONDS = 30  # how long a burst of new subscribers may queue for one of them
 
 
 @dataclass
 class _Watch:
-    cursor: str
+    """One watched stream: its subscribers' queues, and the id of the last entry handed out (None until the
+    first subscriber has read where the stream ends; `known` is set then, or when that read failed)."""
+
+    cursor: str | None = None
     queues: set[asyncio.Queue[Entry]] = field(default_factory=set)
+    known: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Subscription:
@@ -76,11 +84,22 @@ def _newer(a: str, b: str) -> bool:
 class EventHub:
     """Fans the entries of watched Redis streams out to subscribers; start it in the app's lifespan."""
 
-    def __init__(self, redis_url: str, prefix: str, max_subscribers: int, connect_timeout: float) -> None:
-        # The read blocks up to BLOCK_MS: its socket timeout must be longer (redis-py 8 defaults to 5 s).
-        self.redis = AsyncRedis.from_url(
-            redis_url, socket_connect_timeout=connect_timeout, socket_timeout=BLOCK_MS / 1000 + 10, max_connections=8
+    def __init__(self, redis_url: str, prefix: str, max_subscribers: int, timeout_seconds: float) -> None:
+        # The one blocking read has a connection of its own, whose socket timeout must outlast the block
+        # (redis-py 8 defaults to 5 s). Subscribers' short commands (where a stream ends, its backlog) share
+        # a pool with the API's Redis timeout; a burst of them waits for a free connection (the waits hold
+        # no thread) instead of failing with "Too many connections".
+        self._reader = AsyncRedis.from_url(
+            redis_url, socket_connect_timeout=timeout_seconds, socket_timeout=BLOCK_MS / 1000 + 10, max_connections=1
         )
+        pool = BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=POOL_CONNECTIONS,
+            timeout=POOL_WAIT_SECONDS,
+            socket_connect_timeout=timeout_seconds,
+            socket_timeout=timeout_seconds,
+        )
+        self.redis = AsyncRedis.from_pool(pool)
         self.max_subscribers = max_subscribers
         self.wake_key = f"{prefix}:hub-wake:{uuid.uuid4().hex}"
         self._watches: dict[str, _Watch] = {}
@@ -100,6 +119,7 @@ class EventHub:
         with contextlib.suppress(Exception):
             await self.redis.delete(self.wake_key)
         await self.redis.aclose()
+        await self._reader.aclose()
 
     @contextlib.asynccontextmanager
     async def subscribe(self, key: str, after: str) -> AsyncIterator[Subscription]:
@@ -111,28 +131,39 @@ class EventHub:
             )
         queue: asyncio.Queue[Entry] = asyncio.Queue()
         self._subscribers += 1
+        # The watch is registered before any await: subscribers arriving together share it (each creating its
+        # own, the later ones replaced the first and its subscribers never heard of their job again).
+        watch = self._watches.get(key)
+        first = watch is None
+        if watch is None:
+            watch = self._watches[key] = _Watch()
+        watch.queues.add(queue)
         try:
-            if key not in self._watches:
-                last: Any = await self.redis.xrevrange(key, count=1)
-                self._watches[key] = _Watch(cursor=last[0][0].decode() if last else "0-0")
+            if first:
+                try:
+                    last: Any = await self.redis.xrevrange(key, count=1)
+                    watch.cursor = last[0][0].decode() if last else "0-0"
+                finally:
+                    watch.known.set()
                 await self.redis.xadd(self.wake_key, {"w": "1"}, maxlen=10, approximate=True)
-            self._watches[key].queues.add(queue)
+            else:
+                await watch.known.wait()
+            if watch.cursor is None:
+                raise RedisConnectionError(f"could not read where stream {key} ends")
             yield Subscription(self.redis, key, after, queue)
         finally:
             self._subscribers -= 1
-            watch = self._watches.get(key)
-            if watch is not None:
-                watch.queues.discard(queue)
-                if not watch.queues:
-                    del self._watches[key]
+            watch.queues.discard(queue)
+            if not watch.queues and self._watches.get(key) is watch:
+                del self._watches[key]
 
     async def _read(self) -> None:
         wake_cursor = "$"
         while True:
             streams: dict[Any, Any] = {self.wake_key: wake_cursor}
-            streams.update({key: watch.cursor for key, watch in self._watches.items()})
+            streams.update({key: watch.cursor for key, watch in self._watches.items() if watch.cursor is not None})
             try:
-                batch: Any = await self.redis.xread(streams, count=200, block=BLOCK_MS)
+                batch: Any = await self._reader.xread(streams, count=200, block=BLOCK_MS)
             except asyncio.CancelledError:
                 raise
             except Exception:  # Redis away for a moment: retry; subscribers see keep-alives meanwhile

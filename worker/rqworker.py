@@ -131,10 +131,9 @@ class GPUWorker(SimpleWorker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run the dequeued job and the compatible jobs claimed with it as one batch, in this process."""
-        with self.rq_lock:
-            members = [self._admit(job, queue)]
-            if self.claim is not None:
-                members += [self._admit(other, q) for other, q in self.claim(job, queue)]
+        members = self._admit_batch(job, queue)
+        if not members:
+            return
         payloads = [p for p in (self._payload(m) for m in members) if p is not None]
         timeout = max((m.job.timeout or self.queue_class.DEFAULT_TIMEOUT) for m in members)
         try:
@@ -156,6 +155,33 @@ class GPUWorker(SimpleWorker):
                 with self.rq_lock:
                     self._finalize_failure(member.job, member.queue, member.execution, exc_info)
         self.set_state(WorkerStatus.IDLE)
+
+    def _admit_batch(self, job: Job, queue: Queue) -> list[Member]:
+        """The dequeued job and its claimed companions, each registered as started. Redis going away here leaves
+        what was not registered in RQ's intermediate lists, which maintenance re-queues (after a minute)."""
+        members: list[Member] = []
+        try:
+            with self.rq_lock:
+                members.append(self._admit(job, queue))
+                for other, other_queue in self.claim(job, queue) if self.claim is not None else []:
+                    members.append(self._admit(other, other_queue))
+        except (RedisConnectionError, RedisTimeoutError):
+            log.warning("batch cut short: Redis unreachable", extra={"job_id": job.id, "admitted": len(members)})
+        return members
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """RQ's worker state (shown by `rq info`); a Redis outage is logged, not fatal."""
+        try:
+            super().set_state(state, pipeline)
+        except (RedisConnectionError, RedisTimeoutError):
+            log.warning("worker state not recorded: Redis unreachable", extra={"state": state})
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's `rq suspend` check; with Redis unreachable the worker goes on (its dequeue waits for Redis)."""
+        try:
+            super().check_for_suspension(burst)
+        except (RedisConnectionError, RedisTimeoutError):
+            log.warning("suspension not checked: Redis unreachable")
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ's worker heartbeat; a Redis outage is logged, not fatal (the next one retries)."""

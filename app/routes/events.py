@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Annotated, Any
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from redis.exceptions import RedisError
 
 from app.deps import CallerDep, JobsDep, RendererDep, ServicesDep
 from app.errors import NotFound, Overloaded, Unauthorized, responses
@@ -17,6 +19,8 @@ from app.jobs import JobService
 from app.streams import SharedRenders, Subscription
 from app.views import JobRenderer
 from contract.jobs import JobStatus
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
 
@@ -65,27 +69,51 @@ async def _events(
     keepalive: float,
 ) -> AsyncIterator[str]:
     try:
-        pending = await follow.backlog()
-        while not await request.is_disconnected():
-            entry = pending.pop(0) if pending else await follow.next(keepalive)
-            if entry is None:
-                if not await run_in_threadpool(jobs.store.redis.exists, jobs.store.key(job_id)):
-                    return  # deleted or past retention
-                yield ": keep-alive\n\n"
-                continue
-            entry_id, fields = entry
-            state: dict[str, Any] = json.loads(fields[b"state"])
-            view = await renders.get(
-                (job_id, entry_id, render.base_url),
-                partial(run_in_threadpool, _view_at, jobs, render, job_id, state),
-            )
-            if view is None:
-                return
-            yield f"id: {entry_id}\ndata: {view}\n\n"
-            if JobStatus(state["status"]).terminal:
-                return
+        async for chunk in _follow(request, follow, jobs, render, renders, job_id, keepalive):
+            yield chunk
+    except RedisError as exc:  # the answer has started: end the stream; the client resumes with Last-Event-ID
+        log.warning("event stream cut: Redis unreachable (%s)", exc, extra={"job_id": job_id})
     finally:
         await subscription.__aexit__(None, None, None)
+
+
+async def _follow(
+    request: Request,
+    follow: Subscription,
+    jobs: JobService,
+    render: JobRenderer,
+    renders: SharedRenders,
+    job_id: str,
+    keepalive: float,
+) -> AsyncIterator[str]:
+    """The stream's chunks: the backlog after Last-Event-ID, then each new event, keep-alives between."""
+    pending = await follow.backlog()
+    if not pending and await run_in_threadpool(_over, jobs, job_id):
+        return  # resumed after the terminal event (EventSource reconnects): nothing will ever come
+    while not await request.is_disconnected():
+        entry = pending.pop(0) if pending else await follow.next(keepalive)
+        if entry is None:
+            if not await run_in_threadpool(jobs.store.redis.exists, jobs.store.key(job_id)):
+                return  # deleted or past retention
+            yield ": keep-alive\n\n"
+            continue
+        entry_id, fields = entry
+        state: dict[str, Any] = json.loads(fields[b"state"])
+        view = await renders.get(
+            (job_id, entry_id, render.base_url),
+            partial(run_in_threadpool, _view_at, jobs, render, job_id, state),
+        )
+        if view is None:
+            return
+        yield f"id: {entry_id}\ndata: {view}\n\n"
+        if JobStatus(state["status"]).terminal:
+            return
+
+
+def _over(jobs: JobService, job_id: str) -> bool:
+    """Whether the job ended (its terminal event is in the stream: one script writes both) or is gone."""
+    record = jobs.store.get(job_id)
+    return record is None or record.status.terminal
 
 
 def _view_at(jobs: JobService, render: JobRenderer, job_id: str, state: dict[str, Any]) -> str | None:

@@ -31,8 +31,9 @@ class Readiness(BaseModel):
 
 
 @router.get("/healthz", response_model=Health)
-def healthz() -> Health:
-    """The process is alive (no dependency is checked)."""
+async def healthz() -> Health:
+    """The process is alive (no dependency is checked). Answered on the event loop: a liveness probe must not
+    queue for the threadpool behind a burst of renders or a frozen Redis."""
     return Health(status="ok")
 
 

@@ -18,11 +18,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from app.auth import Caller
 from app.deps import CallerDep, JobsDep, RendererDep, ServicesDep
-from app.errors import ApiError, Conflict
+from app.errors import ApiError, Conflict, InvalidRequest
 from app.jobs import JobService
 from app.schemas import GenerationCreate
 from app.streams import EventHub
@@ -82,9 +82,13 @@ def openai_error(
     )
 
 
+# Our field names -> the request fields of OpenAI's shape they come from.
+OPENAI_NAMES = {"num_images": "n", "width": "size", "height": "size", "output_quality": "output_compression"}
+
+
 def as_openai(exc: ApiError) -> JSONResponse:
     """One of our errors in OpenAI's shape (their field names, 400 for bad input)."""
-    param = {"num_images": "n", "width": "size", "height": "size"}.get(exc.param or "", exc.param)
+    param = OPENAI_NAMES.get(exc.param or "", exc.param)
     status = 400 if exc.status == 422 else exc.status
     response = openai_error(status, exc.message, param, "invalid_request_error" if status < 500 else "server_error")
     response.headers.update(exc.headers or {})
@@ -101,6 +105,10 @@ async def create_image(
     services: ServicesDep,
 ) -> Response:
     """Generate images (OpenAI Images API); answers when the job has finished."""
+    try:
+        generation = _generation(body)
+    except InvalidRequest as exc:
+        return as_openai(exc)
     polls = services.long_polls
     if polls.waiting >= polls.limit:
         message = f"this server has {polls.limit} image requests waiting already; retry shortly"
@@ -109,7 +117,7 @@ async def create_image(
         return refused
     polls.waiting += 1
     try:
-        record, _ = await run_in_threadpool(jobs.submit, _generation(body), caller)
+        record, _ = await run_in_threadpool(jobs.submit, generation, caller)
         finished = await _until_done(
             request, services.hub, jobs, record, caller, services.settings.job_timeout_seconds + 60
         )
@@ -127,18 +135,26 @@ async def create_image(
 
 
 def _generation(req: OpenAIImageRequest) -> GenerationCreate:
+    """Our request for an OpenAI-shaped one; InvalidRequest naming the field when it breaks one of our rules
+    (control characters in the prompt, a size or compression out of our bounds)."""
     width = height = None
     if req.size and req.size != "auto":
         width, height = (int(v) for v in req.size.split("x"))
-    return GenerationCreate(
-        prompt=req.prompt,
-        model=req.model,
-        num_images=req.n,
-        width=width,
-        height=height,
-        output_format=req.output_format or "png",
-        output_quality=req.output_compression if req.output_compression is not None else 90,
-    )
+    try:
+        return GenerationCreate(
+            prompt=req.prompt,
+            model=req.model,
+            num_images=req.n,
+            width=width,
+            height=height,
+            output_format=req.output_format or "png",
+            output_quality=req.output_compression if req.output_compression is not None else 90,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else None
+        name = OPENAI_NAMES.get(field or "", field)
+        raise InvalidRequest(f"{name or 'body'}: {first['msg']}", field) from None
 
 
 async def _until_done(

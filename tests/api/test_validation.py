@@ -103,6 +103,22 @@ def test_missing_prompt_and_malformed_json(client: TestClient) -> None:
     assert missing.status_code == 422 and missing.json()["error"]["param"] == "prompt"
     broken = client.post("/v1/generations", content=b"{not json", headers={"content-type": "application/json"})
     assert broken.status_code == 422 and broken.json()["error"]["type"] == "invalid_request"
+    # Not even UTF-8 (found by tests/api/test_schema_fuzz.py): the same 422, not an undocumented 400.
+    garbled = client.post("/v1/generations", content=b"7\xe9e", headers={"content-type": "application/json"})
+    assert garbled.status_code == 422 and garbled.json()["error"]["param"] == "body"
+
+
+def test_openai_route_names_the_field_our_rules_refuse(client: TestClient) -> None:
+    # Fields OpenAI's schema allows and ours refuse (found by the fuzz test as 500s): 400 naming the field.
+    for body, param in (
+        ({"prompt": "a\x13b"}, "prompt"),
+        ({"prompt": "p", "output_compression": 0}, "output_compression"),
+    ):
+        response = client.post("/v1/images/generations", json=body)
+        assert response.status_code == 400, response.text
+        assert (
+            response.json()["error"]["param"] == param and response.json()["error"]["type"] == "invalid_request_error"
+        )
 
 
 def test_body_over_limit_gives_413(client: TestClient, redis: Redis, prefix: str) -> None:

@@ -7,6 +7,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,13 @@ class Cluster:
             wait_ready(worker, self.redis, f"{self.prefix}.generate.tiny-sd", f"{self.prefix}-{name}")
         return worker
 
+    def start_workers(self, *names: str, **env: str) -> None:
+        """Start several workers at once (they load side by side) and wait until every one is warm."""
+        for name in names:
+            self.start_worker(name, wait=False, **env)
+        for name in names:
+            wait_ready(self.workers[name], self.redis, f"{self.prefix}.generate.tiny-sd", f"{self.prefix}-{name}")
+
     def client(self, timeout: float = 10) -> httpx.Client:
         """HTTP client of the API."""
         assert self.api is not None
@@ -84,25 +92,28 @@ class Cluster:
             service.stop()
 
 
-@pytest.fixture
-def cluster(tiny_sd: Path, tmp_path: Path) -> Iterator[Cluster]:
-    """A Redis with the shipped production config (AOF every second) and the API; tests add workers."""
-    redis_server = RedisServer(tmp_path / "redis", shipped_config=True).start()
-    env = stack_env(
-        redis_server.url,
-        f"f{uuid.uuid4().hex[:8]}",
-        tmp_path / "images",
-        DIFFUSION_MAX_INFERENCE_STEPS="5000",
-        DIFFUSION_REDIS_TIMEOUT_SECONDS="2",
-    )
-    env["DIFFUSION_SERVED_MODELS"] = '["tiny-sd"]'
-    cluster = Cluster(tmp_path, tiny_sd, redis_server, env)
-    cluster.start_api()
+@contextmanager
+def open_cluster(tiny_sd: Path, tmp: Path, **env: str) -> Iterator[Cluster]:
+    """A Redis with the shipped production config (AOF every second) and the API (with `env` added to the
+    settings of every process); tests add workers."""
+    redis_server = RedisServer(tmp / "redis", shipped_config=True).start()
+    settings = {"DIFFUSION_MAX_INFERENCE_STEPS": "5000", "DIFFUSION_REDIS_TIMEOUT_SECONDS": "2", **env}
+    full = stack_env(redis_server.url, f"f{uuid.uuid4().hex[:8]}", tmp / "images", **settings)
+    full["DIFFUSION_SERVED_MODELS"] = '["tiny-sd"]'
+    cluster = Cluster(tmp, tiny_sd, redis_server, full)
     try:
+        cluster.start_api()
         yield cluster
     finally:
         cluster.stop()
         redis_server.stop()
+
+
+@pytest.fixture
+def cluster(tiny_sd: Path, tmp_path: Path) -> Iterator[Cluster]:
+    """One test's own cluster (Redis with the shipped config, the API; no worker yet)."""
+    with open_cluster(tiny_sd, tmp_path) as cluster:
+        yield cluster
 
 
 def audit(cluster: Cluster, job_ids: list[str], attempts: int | None = None) -> None:

@@ -4,12 +4,14 @@ Promises (docs/reliability.md): a job whose worker is killed at any point (denoi
 storing) runs again on another worker, once, and its record shows it queued meanwhile; at default
 settings it runs again within 15 s of the kill; a healthy job that pauses outside the step loop for
 longer than the heartbeat TTL is never taken for dead; SIGTERM lets the running job finish, a second
-SIGTERM hands it back to be re-run.
+SIGTERM hands it back to be re-run; a worker killed mid-batch leaves every job of the batch to run again,
+each once.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 
@@ -116,3 +118,20 @@ def test_a_second_sigterm_hands_the_job_back_to_be_run_again(cluster: Cluster) -
         http.post(f"/v1/generations/{job['id']}/cancel")
     record = cluster.store.get(job["id"])
     assert record and record.attempts == 2 and cluster.worker_of(job["id"]) == "b"
+
+
+def test_killed_mid_batch_every_job_of_the_batch_runs_again_once(cluster: Cluster) -> None:
+    worker = cluster.start_worker("a", DIFFUSION_FAILPOINTS="decode=60", **FAST)
+    os.kill(worker.proc.pid, signal.SIGSTOP)  # the jobs queue up while it is stopped...
+    with cluster.client() as http:
+        jobs = [submit(http, num_inference_steps=3, seed=s)["id"] for s in range(4)]
+    os.kill(worker.proc.pid, signal.SIGCONT)  # ...and it takes the first and claims the others into its batch
+    stalled_at(worker, "decode")
+    assert [cluster.worker_of(j) for j in jobs] == ["a"] * 4, "one batch on a"
+    cluster.start_worker("b", **FAST)
+    worker.kill()
+    for job_id in jobs:
+        finished(cluster, job_id)
+    audit(cluster, jobs, attempts=2)
+    assert {cluster.worker_of(j) for j in jobs} == {"b"}
+    assert cluster.metric("diffusion_jobs_requeued_total", "b") == 4

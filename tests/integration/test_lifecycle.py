@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -53,6 +54,29 @@ def test_sse_reconnect_with_last_event_id_gets_the_terminal_event(stack: Stack) 
         rest = sse(client, created["id"], last_event_id=last_id)
     assert rest[0][0] > last_id and all(e[0] != last_id for e in rest), "resumes after the last event seen"
     assert rest[-1][1]["status"] == "succeeded"
+
+
+def test_a_burst_of_streams_all_open_and_a_resumed_ended_stream_closes_at_once(stack: Stack) -> None:
+    # 60 clients open the same job's stream at once (found by benchmarks/soak.py: the event hub's 8-connection
+    # pool answered "Too many connections", a 503 or a stream cut after its start).
+    with stack.client() as client:
+        created = submit(client, num_inference_steps=40)
+
+        async def burst() -> list[list[str]]:
+            async with httpx.AsyncClient(base_url=stack.base, timeout=60) as http:
+
+                async def one() -> list[str]:
+                    async with http.stream("GET", f"/v1/generations/{created['id']}/events") as response:
+                        assert response.status_code == 200, await response.aread()
+                        return [line async for line in response.aiter_lines() if line.startswith("id: ")]
+
+                return await asyncio.wait_for(asyncio.gather(*(one() for _ in range(60))), 60)
+
+        streams = asyncio.run(burst())
+        assert all(ids and ids[-1] == streams[0][-1] for ids in streams), "every stream ran to the terminal event"
+        # An EventSource reconnects after the terminal event, with its id: nothing more, the stream ends.
+        resumed = sse(client, created["id"], last_event_id=streams[0][-1][4:])
+    assert resumed == []
 
 
 def test_cancel_queued_job_never_runs(stack: Stack, blocker: dict[str, Any]) -> None:
