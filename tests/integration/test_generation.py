@@ -99,9 +99,10 @@ def test_queue_position_and_readiness(stack: Stack) -> None:
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert ready.json()["ready_workers"] == 1
+        # Step counts differ, so no two of them can share a batch: each waits for its own turn.
         jobs = [
-            client.post("/v1/generations", json={"prompt": "queued", "num_inference_steps": 30}).json()
-            for _ in range(3)
+            client.post("/v1/generations", json={"prompt": "queued", "num_inference_steps": steps}).json()
+            for steps in (30, 31, 32)
         ]
         positions = [client.get(f"/v1/generations/{j['id']}").json().get("queue_position") for j in jobs]
         assert positions[-1] is not None and positions[-1] >= 1, positions

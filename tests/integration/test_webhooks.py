@@ -156,10 +156,12 @@ def test_event_filter_started_progress_completed(stack: Stack, receiver: Receive
 
 
 def test_slow_receiver_never_slows_generation(stack: Stack, receiver: Receiver) -> None:
-    receiver.delays["/slow"] = 3.0
+    # The receiver stalls 6 s on each delivery; the 4-step job takes well under a second (seconds on a loaded
+    # machine), so it can only finish first if delivery never holds up generation.
+    receiver.delays["/slow"] = 6.0
     with stack.client() as client:
         created = submit(
-            client, num_inference_steps=20, webhook_url=receiver.url("/slow"), webhook_events=["started", "completed"]
+            client, num_inference_steps=4, webhook_url=receiver.url("/slow"), webhook_events=["started", "completed"]
         )
         done = wait_status(client, created["id"], "succeeded")
         wait_for(lambda: len(receiver.at("/slow")) >= 2, 30, "both webhooks")
