@@ -36,10 +36,10 @@ demo: install ## like run, but exit after the first generation (writes var/demo.
 	$(PY) scripts/run_local.py --once
 
 # Two pytest-xdist processes: most tests wait on processes of their own (a worker warming up, a job
-# running), so two overlap well even on two cores. A module is one unit of work (tests/conftest.py).
+# running), so two overlap well even on two cores. A test file is one unit of work (tests/conftest.py).
 TEST_PROCESSES ?= 2
 test: install browser tools ## run the test suite (starts its own redis-server, API and worker processes, and Chromium)
-	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 lint: install ## ruff check, ruff format --check over the repository; hadolint on the Dockerfile
 	$(VENV)/bin/ruff check .

@@ -22,17 +22,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SECRET = "test-signing-secret"
 
-# `make test` runs the suite in two pytest-xdist processes (`--dist loadgroup`). Each test module is one
-# unit of work, so a module's stack starts once; the modules that compile the tiny UNet with its LoRA
-# slots share one unit, in this order, so the second loads the first's graphs from inductor's cache.
-# Modules that take minutes go first, so the two processes end together; the rest keep their order.
-SHARED_UNITS = {
-    "tests/integration/test_compiled_loras.py": "compiled-tiny-sd",
-    "tests/worker/test_lora_hotswap.py": "compiled-tiny-sd",
-}
+# `make test` runs the suite in two pytest-xdist processes, a test file per unit of work (`--dist loadfile`),
+# so a module's stack starts once. The files that take minutes go first, so the two processes end together;
+# the rest keep their order.
 FIRST = (
     "tests/integration/test_compiled_loras.py",
-    "tests/worker/test_lora_hotswap.py",
     "tests/worker/test_compiled_matrix.py",
     "tests/faults/test_worker_faults.py",
     "tests/faults/test_redis_faults.py",
@@ -42,10 +36,7 @@ FIRST = (
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Units of work for pytest-xdist (one per module, see SHARED_UNITS) and the slowest first."""
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(SHARED_UNITS.get(module, module)))
+    """The slowest files first (a stable sort: every file's tests keep their order)."""
     rank = {module: i for i, module in enumerate(FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(FIRST)))
 

@@ -29,7 +29,7 @@ MODEL = "shapes-compiled"
 def compiled() -> Iterator[WarmPipeline]:
     # Dynamo remembers, per code object, which input sizes it saw vary, across every model of a process
     # (it then compiles those sizes dynamic): start and leave it fresh, as in a worker process, so that
-    # neither this module nor a later one (tests/worker/test_lora_hotswap.py) compiles other graphs than alone.
+    # neither this module nor a later one (tests/integration/test_compiled_loras.py) compiles other graphs than alone.
     torch._dynamo.reset()
     pipeline = warm(Path(DEFAULT_MODEL_SOURCE), compile=True, warmup_sizes=["64x64"], model_name=MODEL, cpu_threads=1)
     pipeline.warm_up()
