@@ -1,7 +1,8 @@
 """Housekeeping thread of the API: the writes no client request makes.
 
 Every second: queued jobs whose time-to-start passed are canceled (reason `deadline`), and jobs RQ
-gave up on (a worker died on every retry) are failed with `worker_lost`. Every sweep interval:
+gave up on (a worker died on every retry) are failed with `worker_lost`. Every few seconds: queued jobs
+that RQ lost track of are put back at the front of their queue (see `rescue_stranded`). Every sweep interval:
 retention. Job records expire in Redis by themselves (their TTL starts when the job ends); stored
 images do not, so the sweep deletes every job's objects once its record is gone. A Redis lock per
 task lets one API replica run it at a time.
@@ -21,6 +22,10 @@ from contract.keys import active_jobs_key, deadlines_key, index_key, lock_key
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
+# A queued job missing from every RQ list and registry this long, over several looks, was lost by a worker
+# that died between taking it and registering it (milliseconds apart): it is re-queued.
+STRANDED_AFTER_SECONDS = 10.0
+STRANDED_CHECK_SECONDS = 3.0
 
 
 class Housekeeping:
@@ -32,6 +37,7 @@ class Housekeeping:
         self.redis, self.prefix = jobs.redis, jobs.settings.key_prefix
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._missing: dict[str, float] = {}  # queued job id -> when it was first seen missing from RQ
 
     def start(self) -> None:
         """Start in the background."""
@@ -62,7 +68,10 @@ class Housekeeping:
         """The per-second tasks (one replica at a time); returns how many jobs they ended."""
         if not self._lock("tick", int(TICK_SECONDS * 900)):
             return 0
-        return self.expire_deadlines() + self.fail_lost()
+        ended = self.expire_deadlines() + self.fail_lost()
+        if self._lock("stranded", int(STRANDED_CHECK_SECONDS * 1000)):
+            self.rescue_stranded()
+        return ended
 
     def expire_deadlines(self) -> int:
         """Cancel queued jobs whose start deadline passed; returns how many."""
@@ -90,6 +99,41 @@ class Housekeeping:
                     log.warning("job lost its worker on every attempt", extra={"job_id": job_id, "model": model})
                 self.jobs.queue.forget_failed(job_id, model)
         return failed
+
+    def rescue_stranded(self) -> int:
+        """Re-queue queued jobs that RQ lost track of; returns how many.
+
+        A worker listening on several queues (a model's priorities) takes a job with `BLPOP` and then
+        registers it as started: a worker killed between the two leaves the job in no queue and no registry,
+        its record `queued` for ever. A job counts as stranded when it was queued before the grace period
+        and stayed missing from every RQ list and registry for `STRANDED_AFTER_SECONDS` of looks (a job
+        that is merely passing from a queue to a worker shows up again at the next look).
+        """
+        queue, store = self.jobs.queue, self.jobs.store
+        cutoff = now() - STRANDED_AFTER_SECONDS
+        ids = [m.decode() for m in self.redis.zrangebyscore(index_key(self.prefix, status="queued"), "-inf", cutoff)]  # type: ignore[union-attr]
+        records = [r for r in store.get_many(ids) if r is not None and r.status == JobStatus.QUEUED]
+        known: dict[str, set[str]] = {}
+        seen, missing, rescued = time.monotonic(), set(), 0
+        for record in records:
+            if record.model not in known:
+                known[record.model] = queue.known(record.model)
+            if record.id in known[record.model]:
+                continue
+            missing.add(record.id)
+            if seen - self._missing.setdefault(record.id, seen) < STRANDED_AFTER_SECONDS:
+                continue
+            missing.discard(record.id)
+            if queue.requeue_front(record.id, record.model, record.priority):
+                rescued += 1
+                log.warning(
+                    "queued job was in no RQ queue or registry (its worker died taking it); re-queued",
+                    extra={"job_id": record.id, "model": record.model},
+                )
+            elif store.fail(record.id, JobError(type=JobErrorType.WORKER_LOST, message="its queue entry was lost")):
+                self.metrics.jobs_lost.labels(record.model).inc()
+        self._missing = {job_id: at for job_id, at in self._missing.items() if job_id in missing}
+        return rescued
 
     def sweep(self) -> int:
         """Delete the objects and index entries of jobs past retention; returns how many jobs were removed."""

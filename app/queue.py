@@ -1,7 +1,8 @@
 """The API's side of RQ: the only module that touches RQ and its queue keys.
 
 Enqueue (inside the caller's Redis transaction), remove, queue position and depth, the ids of jobs
-ahead of one, running and failed jobs, and the workers registered on a model's queues.
+ahead of one, running and failed jobs, every job RQ knows of (and the re-queue of one it lost), and the
+workers registered on a model's queues.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from redis.client import Pipeline
 from rq import Queue, Retry, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from contract.jobs import JobPayload, Priority
@@ -103,6 +104,26 @@ class JobQueue:
             FailedJobRegistry(queue=self._queue(model, priority)).remove(job_id)
         with contextlib.suppress(NoSuchJobError):
             Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer).delete()
+
+    def known(self, model: str) -> set[str]:
+        """Ids of every job RQ holds for the model: waiting in a queue, dequeued (its intermediate lists),
+        started, scheduled for a retry, or failed."""
+        ids: set[str] = set()
+        for priority in PRIORITIES:
+            queue = self._queue(model, priority)
+            ids.update(queue.get_job_ids())
+            ids.update(m.decode() for m in self.redis.lrange(queue.intermediate_queue_key, 0, -1))  # type: ignore[union-attr]
+            for registry in (StartedJobRegistry, ScheduledJobRegistry, FailedJobRegistry):
+                ids.update(registry(queue=queue).get_job_ids(cleanup=False))
+        return ids
+
+    def requeue_front(self, job_id: str, model: str, priority: Priority) -> bool:
+        """Put a job RQ lost track of back at the front of its queue (where it was taken from); False when
+        RQ's copy of the job is gone."""
+        if not Job.exists(job_id, connection=self.redis):
+            return False
+        self._queue(model, priority).push_job_id(job_id, at_front=True)
+        return True
 
     def ready_workers(self, model: str) -> int:
         """Workers registered on the model's queue (they register only once warm)."""

@@ -18,6 +18,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
+from app import housekeeping
 from app.main import create_app
 from app.settings import ApiSettings
 from contract.jobs import JobErrorType, JobStatus
@@ -125,3 +126,24 @@ def test_housekeeping_counts_what_it_ends(client: TestClient, redis: Redis, pref
     time.sleep(1.5)  # more housekeeping ticks: still counted once
     assert sample(client, "diffusion_jobs_lost_total", model=MODEL) == 1
     assert sample(client, "diffusion_jobs_deadline_expired_total", model=MODEL) == 1
+
+
+def test_a_queued_job_that_rq_lost_goes_back_to_the_front_of_its_queue(
+    client: TestClient, redis: Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(housekeeping, "STRANDED_AFTER_SECONDS", 1.0)
+    store = JobStore(redis, prefix, 60)
+    lost, taken, waiting = submit(client), submit(client), submit(client)
+    queue = Queue(queue_name(prefix, MODEL, "normal"), connection=redis, serializer=JSONSerializer)
+    # A worker pops `lost` off the queue (BLPOP) and dies before registering it: in no list, no registry.
+    queue.remove(lost)
+    # Another takes `taken` properly: in RQ's started registry, so RQ knows where it is.
+    queue.remove(taken)
+    with redis.pipeline() as pipe:
+        Execution.create(Job.fetch(taken, connection=redis, serializer=JSONSerializer), 60, pipe)
+        pipe.execute()
+    wait_for(lambda: lost in queue.get_job_ids(), 20, "the lost job back in its queue")
+    time.sleep(2 * housekeeping.STRANDED_CHECK_SECONDS)  # more looks: nothing else moves
+    assert queue.get_job_ids() == [lost, waiting], "at the front, where it was taken from; the started job stays out"
+    record = store.get(lost)
+    assert record and record.status == JobStatus.QUEUED
