@@ -11,7 +11,7 @@ import contextlib
 
 from redis import Redis
 from redis.client import Pipeline
-from rq import Queue, Retry, Worker
+from rq import Queue, Retry, worker_registration
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
@@ -126,5 +126,13 @@ class JobQueue:
         return True
 
     def ready_workers(self, model: str) -> int:
-        """Workers registered on the model's queue (they register only once warm)."""
-        return len(Worker.all(queue=self._queue(model)))
+        """Workers registered on the model's queue (they register only once warm) whose RQ key is alive.
+
+        Read from RQ's registration keys rather than with `Worker.all`: building an RQ `Worker` raises the
+        socket timeout of its client's connection pool to the workers' blocking-pop timeout (about 7 min),
+        so every later connection of the API's client waited minutes, not seconds, on a frozen Redis."""
+        keys = sorted(worker_registration.get_keys(queue=self._queue(model)))
+        with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(key)
+            return sum(pipe.execute())
