@@ -40,11 +40,33 @@ def models_file(folder: Path, side: int = 512, model: str = "shapes") -> Path:
     return path
 
 
+# Ports for the servers tests start: below the kernel's ephemeral range (32768-60999 on Linux), so no outgoing
+# connection takes one between our pick and the server's bind, and a band of each xdist process's own, walked
+# upward, so two processes never pick the same port and a server restarted on its port (a killed Redis) finds
+# it still free. Picking with bind(("", 0)) hands out ephemeral ports, which raced with both.
+PORT_BAND = 2500
+PORT_BASE = 12000
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_band = int(_worker[2:]) % 8 if _worker[2:].isdigit() else 0
+_next_port = PORT_BASE + _band * PORT_BAND + (os.getpid() % 50) * 40
+_port_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nobody listens on right now, from this process's band (see PORT_BAND)."""
+    global _next_port
+    low = PORT_BASE + _band * PORT_BAND
+    with _port_lock:
+        for _ in range(PORT_BAND):
+            port = _next_port
+            _next_port = low + (_next_port + 1 - low) % PORT_BAND
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError(f"no free port in {low}-{low + PORT_BAND - 1}")
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
