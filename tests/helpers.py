@@ -195,6 +195,8 @@ def start_api(
     def up() -> bool:
         if service.proc.poll() is not None:
             raise AssertionError(f"API exited:\n{service.logs()}")
+        if f"Uvicorn running on http://{host}:{port}" not in service.logs():
+            return False  # not bound yet: a /healthz answer now would come from someone else's server
         try:
             return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
