@@ -38,7 +38,14 @@ def test_waiting_requests_are_capped_and_hold_no_thread(stack: Stack) -> None:
         blocker = submit(client, num_inference_steps=1500)  # keeps the worker busy: the long-polls wait
         results: list[Any] = []
         threads = [long_poll(stack, results) for _ in range(2)]
-        wait_for(lambda: client.get("/v1/generations?status=queued").json()["data"], 30, "the waiting jobs")
+
+        def both_waiting() -> bool:
+            queued = client.get("/v1/generations?status=queued").json()["data"]
+            return len([j for j in queued if j["id"] != blocker["id"]]) == 2
+
+        # Both long-polls hold their slots before the third asks (the blocker alone is queued at first too:
+        # waiting for "any queued job" let the third overtake a long-poll and wait in its place).
+        wait_for(both_waiting, 30, "the two long-polls' jobs")
         third = httpx.post(f"{stack.base}{OPENAI}", json={"prompt": "p"}, timeout=10)
         assert third.status_code == 429 and third.headers["retry-after"]
         assert third.json()["error"]["type"] == "rate_limit_exceeded", "OpenAI's error shape"
