@@ -119,7 +119,7 @@ class EventHub:
             # Waited for with a bound, and the loop also ends on the flag: redis-py's asyncio client sometimes
             # loses a cancellation that lands in a read (the XREAD returns as if nothing happened; seen once
             # in 400 starts and stops on loaded cores), and the loop then blocked in XREAD after XREAD for ever
-            # (a test client's shutdown waited 300 s on it in CI).
+            # (a test client's shutdown waited 300 s on it in a CI-like run).
             done, _ = await asyncio.wait({self._task}, timeout=BLOCK_MS / 1000 + 5)
             if not done:
                 log.warning("event hub reader did not stop")
